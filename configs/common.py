@@ -1,0 +1,66 @@
+"""Shared defaults of every experiment on the embedded crisis benchmark.
+
+Not run directly: each strategy's config file starts from ``get_config`` here
+and sets ``priority.name``. The ``smoke`` argument shrinks everything to
+seconds (tiny images, a tiny U-Net, a handful of steps): it is what the
+end-to-end tests run.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict(dict(
+      data_dir='~/.cache/priojax/tensorflow_datasets',
+      tile_size=64,
+      num_source_train=600,
+      num_source_val=150,
+      num_target_pool=800,
+      num_target_test=300,
+  ))
+  c.model = ml_collections.ConfigDict(dict(
+      depth=3, width=8, norm='group', dropout=0.0, dtype='float32',
+      head_hidden=64, embed_dim=128,
+  ))
+  c.pretrain = ml_collections.ConfigDict(dict(
+      steps=700, batch_size=16, learning_rate=2e-3,
+      head_steps=400,
+      # Another workdir whose round-0 (pretrained) checkpoint to start from,
+      # so strategies compared side by side share one source model.
+      from_workdir='',
+  ))
+  c.rounds = ml_collections.ConfigDict(dict(num_rounds=6, k=25))
+  c.finetune = ml_collections.ConfigDict(dict(
+      steps=150, batch_size=16, learning_rate=1e-3,
+      init='previous',  # or 'pretrained': restart every round from the source model
+      source_replay=0.25,  # fraction of each batch drawn from source tiles
+  ))
+  c.head = ml_collections.ConfigDict(dict(
+      holdout_fraction=0.2,  # share of target labels kept for the IoU head only
+      steps=400, batch_size=64, learning_rate=3e-3,
+      rank_weight=1.0, rank_margin=0.05,
+      iou_smoothing=16.0,  # pixels; see priojax/tile_metrics.py
+  ))
+  c.priority = ml_collections.ConfigDict(dict(
+      name='iou', alpha=1.0, beta=1.0,
+      source_reference=256,  # source tiles that count as labelled for diversity
+  ))
+  c.scoring = ml_collections.ConfigDict(dict(batch_size=64))
+  c.eval = ml_collections.ConfigDict(dict(threshold=0.5))
+
+  if arg == 'smoke':
+    c.data.update(tile_size=32, num_source_train=48, num_source_val=16,
+                  num_target_pool=40, num_target_test=16)
+    c.model.update(depth=2, width=4, head_hidden=16, embed_dim=16)
+    c.pretrain.update(steps=6, batch_size=8, head_steps=10)
+    c.rounds.update(num_rounds=1, k=6)
+    c.finetune.update(steps=4, batch_size=8)
+    c.head.update(steps=10, batch_size=16, iou_smoothing=4.0)
+    c.priority.update(source_reference=16)
+    c.scoring.update(batch_size=16)
+  elif arg:
+    raise ValueError(f'unknown config argument {arg!r}; expected nothing or "smoke"')
+  return c

@@ -1,0 +1,13 @@
+"""Prioritised fine-tuning with the `random` priority formula.
+
+    python -m experiments.run --config=configs/random.py --workdir=runs/random
+    python -m experiments.run --config=configs/random.py:smoke --workdir=/tmp/smoke
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  config = common.get_config(arg)
+  config.priority.name = 'random'
+  return config

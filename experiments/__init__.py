@@ -1,0 +1,1 @@
+"""absl launchers: thin wrappers that parse flags and call the library."""

@@ -1,0 +1,29 @@
+r"""Runs (or resumes) prioritised fine-tuning on the embedded crisis benchmark.
+
+    python -m experiments.run --config=configs/iou_priority.py --workdir=runs/iou
+    python -m experiments.run --config=configs/iou_priority.py:smoke --workdir=/tmp/smoke \
+        --config.rounds.k=8
+
+Rerunning with the same ``--workdir`` resumes after the last finished round.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import launch
+from priojax import loop
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and selections go.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  launch.quiet_third_party()
+  launch.main_with_clean_errors(lambda: loop.run(_CONFIG.value, _WORKDIR.value))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,60 @@
+"""Checks a run config before anything is computed: one line per problem,
+naming the field, what was expected and what was given."""
+
+from __future__ import annotations
+
+from priojax.errors import ConfigError
+from priojax.models.unet import NORMS
+
+_DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def _need(cond: bool, field: str, expected: str, value) -> None:
+  if not cond:
+    raise ConfigError(f'config.{field}: expected {expected}, got {value!r}')
+
+
+def _int(config, field: str, lo: int = 0):
+  section, _, name = field.rpartition('.')
+  value = config[section][name] if section else config[name]
+  _need(isinstance(value, int) and not isinstance(value, bool) and value >= lo, field,
+        f'an integer >= {lo}', value)
+
+
+def _fraction(config, field: str, hi_open: bool = True):
+  section, _, name = field.split('.')[0], None, field.split('.')[1]
+  value = config[section][name]
+  ok = isinstance(value, (int, float)) and 0.0 <= value and (value < 1.0 if hi_open else value <= 1.0)
+  _need(ok, field, 'a number in [0, 1)' if hi_open else 'a number in [0, 1]', value)
+
+
+def _positive(config, field: str):
+  section, name = field.split('.')
+  value = config[section][name]
+  _need(isinstance(value, (int, float)) and value > 0, field, 'a positive number', value)
+
+
+def check_config(config) -> None:
+  for field in ('data.tile_size', 'model.depth', 'model.width', 'pretrain.batch_size',
+                'finetune.batch_size', 'head.batch_size', 'scoring.batch_size', 'model.embed_dim',
+                'model.head_hidden'):
+    _int(config, field, lo=1)
+  for field in ('pretrain.steps', 'pretrain.head_steps', 'finetune.steps', 'head.steps',
+                'rounds.num_rounds', 'rounds.k', 'priority.source_reference', 'seed'):
+    _int(config, field, lo=0)
+  for field in ('pretrain.learning_rate', 'finetune.learning_rate', 'head.learning_rate'):
+    _positive(config, field)
+  _fraction(config, 'finetune.source_replay')
+  _fraction(config, 'head.holdout_fraction')
+  _fraction(config, 'model.dropout')
+  _need(config.model.norm in NORMS, 'model.norm', f'one of {NORMS}', config.model.norm)
+  _need(config.model.dtype in _DTYPES, 'model.dtype', f'one of {_DTYPES}', config.model.dtype)
+  _need(config.finetune.init in ('previous', 'pretrained'), 'finetune.init',
+        "'previous' or 'pretrained'", config.finetune.init)
+  size, depth = config.data.tile_size, config.model.depth
+  _need(size % (2**depth) == 0, 'data.tile_size', f'a multiple of 2**model.depth = {2**depth}', size)
+  budget = config.rounds.k * config.rounds.num_rounds
+  pool = config.data.num_target_pool
+  if budget > pool:
+    raise ConfigError(f'config.rounds: k={config.rounds.k} x num_rounds={config.rounds.num_rounds} '
+                      f'= {budget} labels exceeds the {pool} tiles of the target pool')

@@ -1,0 +1,97 @@
+"""Random-access tile sources keyed by tile id, read in bounded batches.
+
+A ``TileSource`` wraps anything with ``__len__`` and ``__getitem__`` that
+returns a dict of arrays (a TFDS ``as_data_source()`` split, a list of dicts
+in tests). Record order is the storage order; tiles are addressed by their
+``id`` field. Batches are read through grain with a bounded prefetch buffer,
+so reading the whole pool holds at most a few batches of pixels at once.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import grain
+import numpy as np
+
+from priojax.errors import DataError
+
+_PREFETCH_BATCHES = 2
+
+
+class TileSource:
+  """Tiles of one split, addressed by position (``read``) or id (``read_ids``)."""
+
+  def __init__(self, source, name: str):
+    self._source = source
+    self.name = name
+    self._ids: np.ndarray | None = None
+    self._position: dict[int, int] | None = None
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def has_field(self, name: str) -> bool:
+    return len(self) > 0 and name in self._source[0]
+
+  def read(self, positions: Sequence[int]) -> dict[str, np.ndarray]:
+    records = [self._source[int(p)] for p in positions]
+    return _stack(records, self.name)
+
+  def batches(self, batch_size: int, positions: np.ndarray | None = None,
+              fields: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Yields stacked batches in order; the last one may be short."""
+    if positions is None:
+      positions = np.arange(len(self))
+    positions = np.asarray(positions, np.int64)
+    source, name = self._source, self.name
+
+    def read_one(i):
+      record = source[int(positions[i])]
+      return {k: record[k] for k in fields} if fields else record
+
+    ds = grain.MapDataset.range(len(positions)).map(read_one)
+    ds = ds.batch(batch_size, drop_remainder=False, batch_fn=lambda rs: _stack(rs, name))
+    options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=_PREFETCH_BATCHES)
+    yield from ds.to_iter_dataset(options)
+
+  def ids(self) -> np.ndarray:
+    """Tile ids in storage order (read once, then cached)."""
+    if self._ids is None:
+      chunks = [b['id'] for b in self.batches(256)]
+      self._ids = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
+      if len(np.unique(self._ids)) != len(self._ids):
+        raise DataError(f'{self.name}: tile ids are not unique')
+      self._position = {int(i): p for p, i in enumerate(self._ids)}
+    return self._ids
+
+  def positions_of(self, ids: Sequence[int]) -> np.ndarray:
+    self.ids()
+    unknown = [int(i) for i in ids if int(i) not in self._position]
+    if unknown:
+      raise DataError(f'{self.name}: unknown tile ids {unknown[:5]}'
+                      f'{" ..." if len(unknown) > 5 else ""} ({len(unknown)} in all)')
+    return np.array([self._position[int(i)] for i in ids], np.int64)
+
+  def read_ids(self, ids: Sequence[int]) -> dict[str, np.ndarray]:
+    return self.read(self.positions_of(ids))
+
+  def read_all(self) -> dict[str, np.ndarray]:
+    """The whole split in memory: for the small labelled and source splits only."""
+    return _concat(list(self.batches(256)), self.name)
+
+
+def _stack(records: list[dict], name: str) -> dict[str, np.ndarray]:
+  if not records:
+    raise DataError(f'{name}: no records to read')
+  keys = records[0].keys()
+  try:
+    return {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
+  except (KeyError, ValueError) as e:
+    raise DataError(f'{name}: records do not share fields and shapes ({e})') from None
+
+
+def _concat(batches: list[dict], name: str) -> dict[str, np.ndarray]:
+  if not batches:
+    raise DataError(f'{name}: the split is empty')
+  return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}

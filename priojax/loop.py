@@ -1,0 +1,237 @@
+"""``run(config, workdir)``: pretrain, then rounds of prioritised fine-tuning.
+
+One round::
+
+  score pool -> priority formula -> select k -> oracle reveals masks
+  -> fine-tune the U-Net -> refit the IoU head -> evaluate on target test
+  -> metrics.jsonl + TensorBoard -> orbax checkpoint (the round is now done)
+
+Round 0 is the pretrained source model, evaluated on the target before any
+target label. A restart with the same workdir resumes after the last
+committed round and redoes the next one exactly (every key is
+``fold_in(seed, round, purpose)``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from priojax import faults, priority, rngs, selection, tile_metrics
+from priojax.config_checks import check_config
+from priojax.data import builders, synthetic
+from priojax.data.pool import TileSource
+from priojax.errors import ConfigError, WorkdirError
+from priojax.mesh import make_mesh
+from priojax.models.iou_head import IoUHead
+from priojax.models.unet import UNet
+from priojax.oracle import BenchmarkOracle, LedgerEntry, is_calibration, mask_hash
+from priojax.report import MetricsWriter, plot_learning_curve
+from priojax.scoring import Networks, Scorer
+from priojax.state import RoundCheckpoints, Workdir, atomic_write_json
+from priojax.train import HeadLoss, Trainer
+
+
+def build_networks(config) -> Networks:
+  m = config.model
+  dtype = jnp.dtype(m.dtype)
+  return Networks(unet=UNet(depth=m.depth, width=m.width, norm=m.norm, dropout=m.dropout, dtype=dtype),
+                  head=IoUHead(hidden=m.head_hidden), embed_dim=m.embed_dim,
+                  threshold=config.eval.threshold, iou_smoothing=config.head.iou_smoothing)
+
+
+def load_benchmark(config) -> dict[str, TileSource]:
+  d = config.data
+  bcfg = builders.make_builder_config(
+      tile_size=d.tile_size, seed=config.seed, num_source_train=d.num_source_train,
+      num_source_val=d.num_source_val, num_target_pool=d.num_target_pool,
+      num_target_test=d.num_target_test)
+  sources = builders.load_crisis_bench(bcfg, d.data_dir)
+  return {name: TileSource(src, name) for name, src in sources.items()}
+
+
+class Experiment:
+  """The pieces of one run, built once; the round logic is in ``run``."""
+
+  def __init__(self, config, workdir: Workdir):
+    self.config = config
+    self.workdir = workdir
+    self.formula = priority.get(config.priority.name)
+    self.data = load_benchmark(config)
+    self.networks = build_networks(config)
+    self.mesh = make_mesh()
+    self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size)
+    self.trainer = Trainer(self.networks, self.mesh, head_loss=HeadLoss(
+        config.head.rank_weight, config.head.rank_margin))
+    self.oracle = BenchmarkOracle(self.data['target_pool'])
+    self.source_train = self.data['source_train'].read_all()
+    self.ckpts = RoundCheckpoints(workdir.checkpoints)
+    self.writer = MetricsWriter(workdir)
+
+  def template(self):
+    params = self.networks.init(rngs.round_key(self.config.seed, 0, 'init'), self.config.data.tile_size)
+    return self.trainer.init_state(params)
+
+  # --- steps of a round -------------------------------------------------
+
+  def fit_head(self, state, calibration_ids: list[int], round_index: int):
+    """Refits the head on source-val tiles and held-out target tiles, both
+    unseen by the U-Net, with features of the *current* U-Net."""
+    c = self.config.head
+    val = self.scorer.evaluate_tiles(state.params, self.data['source_val'])
+    sets = [(val['head_inputs'], val['true_iou'])]
+    if calibration_ids:
+      pool = self.data['target_pool']
+      cal = self.scorer.evaluate_tiles(state.params, pool, pool.positions_of(calibration_ids))
+      sets.append((cal['head_inputs'], cal['true_iou']))
+    steps = self.config.pretrain.head_steps if round_index == 0 else c.steps
+    purpose = 'pretrain_head' if round_index == 0 else 'head'
+    return self.trainer.fit_head(state, sets, steps=steps, batch_size=c.batch_size,
+                                 learning_rate=c.learning_rate,
+                                 rng=rngs.round_key(self.config.seed, round_index, purpose))
+
+  def evaluate(self, state) -> dict:
+    tiles = self.scorer.evaluate_tiles(state.params, self.data['target_test'])
+    return tile_metrics.summarise(tiles, tiles['pred_iou'], self.networks.iou_smoothing,
+                                  tiles.get('subpopulation'), synthetic.SUBPOPULATIONS)
+
+  def pretrain(self):
+    c = self.config.pretrain
+    if c.from_workdir:
+      other = RoundCheckpoints(Workdir(c.from_workdir).checkpoints, read_only=True)
+      if 0 not in other.all_steps():
+        raise WorkdirError(f'config.pretrain.from_workdir={c.from_workdir!r}: no round-0 checkpoint there')
+      state, _ = other.restore(0, self.template())
+      return state, {'pretrained_from': c.from_workdir}
+    state = self.template()
+    start = time.perf_counter()
+    state, fit = self.trainer.fine_tune(
+        state, None, self.source_train, steps=c.steps, batch_size=c.batch_size,
+        learning_rate=c.learning_rate, replay=1.0, rng=rngs.round_key(self.config.seed, 0, 'pretrain'))
+    state, head = self.fit_head(state, [], 0)
+    return state, {**fit, **head, 'finetune_seconds': time.perf_counter() - start}
+
+  def select(self, state, labelled: dict[int, LedgerEntry], round_index: int):
+    cfg = self.config
+    stats = self.scorer.score(state.params, self.data['target_pool'])
+    score_seconds = self.scorer.last_seconds
+    selectable = ~np.isin(stats.ids, np.fromiter(labelled, np.int64, len(labelled)))
+    reference = np.zeros((0, stats.embedding.shape[1]), np.float32)
+    if self.formula.needs_reference:
+      n_ref = min(cfg.priority.source_reference, len(self.data['source_train']))
+      ref = self.scorer.score(state.params, self.data['source_train'], np.arange(n_ref))
+      reference = np.concatenate([ref.embedding, stats.embedding[~selectable]])
+      score_seconds += self.scorer.last_seconds
+    ctx = priority.SelectionContext(
+        k=cfg.rounds.k, rng=rngs.round_key(cfg.seed, round_index, 'select'),
+        selectable=selectable, reference_embedding=reference,
+        hparams={'alpha': cfg.priority.alpha, 'beta': cfg.priority.beta})
+    faults.crash_point('scored', round_index)
+    picked = selection.select(self.formula, stats, ctx)
+    return picked, score_seconds
+
+  def labelled_arrays(self, labelled: dict[int, LedgerEntry]) -> dict | None:
+    fit = sorted(i for i, e in labelled.items() if not e.calibration)
+    if not fit:
+      return None
+    data = self.oracle.reveal(fit)
+    self.oracle.check([labelled[i] for i in fit], data)
+    return {'image': data['image'], 'mask': data['mask']}
+
+
+def _restore_or_pretrain(exp: Experiment):
+  """(last finished round, state, ledger, history), pretraining if needed."""
+  latest = exp.ckpts.latest_step()
+  if latest is not None:
+    state, meta = exp.ckpts.restore(latest, exp.template())
+    logging.info('resuming after round %d from %s', latest, exp.workdir.checkpoints)
+    labelled = {e['id']: LedgerEntry(**e) for e in meta['ledger']}
+    exp.writer.rewrite(meta['history'])  # drops lines of a round that did not commit
+    return latest, state, labelled, meta['history']
+  logging.info('pretraining on the source region')
+  state, info = exp.pretrain()
+  record = {'round': 0, 'labels': 0, 'labels_fit': 0, 'labels_calibration': 0,
+            **exp.evaluate(state), **info}
+  exp.writer.rewrite([])
+  history = [exp.writer.write(record)]
+  _save(exp, 0, state, {}, history)
+  _log_record(record)
+  return 0, state, {}, history
+
+
+def _log_record(r: dict) -> None:
+  logging.info('round %d | labels %d | test IoU %.3f F1 %.3f | head Spearman %s MAE %.3f',
+               r['round'], r['labels'], r['iou'], r['f1'],
+               'n/a' if r.get('head_spearman') is None else f"{r['head_spearman']:.3f}", r['head_mae'])
+
+
+def run(config, workdir: str) -> list[dict]:
+  """Runs (or resumes) the experiment; returns the metrics history."""
+  check_config(config)
+  priority.get(config.priority.name)  # an unknown name fails before anything is written
+  wd = Workdir(workdir)
+  exp = Experiment(config, wd)
+  if not wd.config.exists():
+    atomic_write_json(wd.config, json.loads(config.to_json()))
+  done, state, labelled, history = _restore_or_pretrain(exp)
+  pretrained_unet = state.params['unet'] if done == 0 else None
+  seed = config.seed
+  for r in range(done + 1, config.rounds.num_rounds + 1):
+    start = time.perf_counter()
+    picked, score_seconds = exp.select(state, labelled, r)
+    atomic_write_json(wd.selected(r), {'round': r, 'formula': exp.formula.name, **picked.to_json()})
+    faults.crash_point('selected', r)
+    revealed = exp.oracle.reveal(picked.ids)
+    for tile_id, mask in zip(picked.ids, revealed.get('mask', [])):
+      labelled[int(tile_id)] = LedgerEntry(
+          id=int(tile_id), round=r, source=exp.oracle.name, sha256=mask_hash(mask),
+          calibration=is_calibration(seed, tile_id, config.head.holdout_fraction))
+    faults.crash_point('revealed', r)
+    t_ft = time.perf_counter()
+    if config.finetune.init == 'pretrained':
+      if pretrained_unet is None:
+        pretrained_unet = exp.ckpts.restore(0, exp.template())[0].params['unet']
+      state = exp.trainer.reset_unet(state, pretrained_unet)
+    f = config.finetune
+    state, fit = exp.trainer.fine_tune(
+        state, exp.labelled_arrays(labelled), exp.source_train, steps=f.steps,
+        batch_size=f.batch_size, learning_rate=f.learning_rate, replay=f.source_replay,
+        rng=rngs.round_key(seed, r, 'finetune'))
+    faults.crash_point('finetuned', r)
+    t_head = time.perf_counter()
+    calibration = sorted(i for i, e in labelled.items() if e.calibration)
+    state, head = exp.fit_head(state, calibration, r)
+    faults.crash_point('head_fitted', r)
+    t_eval = time.perf_counter()
+    record = {'round': r, 'labels': len(labelled), 'labels_fit': len(labelled) - len(calibration),
+              'labels_calibration': len(calibration), **exp.evaluate(state), **fit, **head,
+              'score_seconds': score_seconds, 'finetune_seconds': t_head - t_ft,
+              'head_seconds': t_eval - t_head, 'eval_seconds': time.perf_counter() - t_eval,
+              'round_seconds': time.perf_counter() - start}
+    history.append(exp.writer.write(record))
+    faults.crash_point('metrics_written', r)
+    _save(exp, r, state, labelled, history)
+    faults.crash_point('committed', r)
+    _log_record(record)
+    plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
+  if done >= config.rounds.num_rounds:
+    logging.info('all %d rounds were already done in %s', config.rounds.num_rounds, wd.path)
+  plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
+  exp.writer.close()
+  exp.ckpts.close()
+  return history
+
+
+def _save(exp: Experiment, r: int, state, labelled: dict[int, LedgerEntry], history: list[dict]):
+  meta = {'round': r, 'seed': exp.config.seed,
+          'rng_key_data': np.asarray(jax.random.key_data(jax.random.key(exp.config.seed))).tolist(),
+          'ledger': [labelled[i].to_json() for i in sorted(labelled)], 'history': history}
+  exp.ckpts.save(r, state, meta)
+
+
+__all__ = ['run', 'build_networks', 'load_benchmark', 'Experiment', 'ConfigError']

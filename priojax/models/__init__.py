@@ -1,0 +1,1 @@
+"""Flax models: the segmentation U-Net and the IoU predictor head."""

@@ -1,0 +1,86 @@
+"""Greedy batch selection where each pick changes the others' priorities.
+
+``greedy_weighted_distance`` picks, one at a time,
+
+    argmax_i  u_i^α · (d_i / max_j d_j)^β   over the tiles still available,
+
+where d_i is the embedding distance from tile i to its nearest labelled
+tile (the reference set plus the tiles picked so far), updated after every
+pick. With α = 0, β = 1 this is exactly k-center greedy (core-set). The loop
+is a ``lax.fori_loop``, jitted once per (pool size, k).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+_REF_CHUNK = 1024
+
+
+def pairwise_distances(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+  """Euclidean distances ``[N, D] x [M, D] -> [N, M]``."""
+  sq = jnp.sum(x * x, -1)[:, None] + jnp.sum(y * y, -1)[None, :] - 2.0 * x @ y.T
+  return jnp.sqrt(jnp.maximum(sq, 0.0))
+
+
+def min_distances(x: jnp.ndarray, reference: jnp.ndarray) -> jnp.ndarray:
+  """Distance of each row of ``x`` to its nearest reference row (inf if none).
+
+  The reference is consumed in chunks so memory is N x chunk, not N x M.
+  """
+  n, m = x.shape[0], reference.shape[0]
+  if m == 0:
+    return jnp.full((n,), jnp.inf, x.dtype)
+  chunks = -(-m // _REF_CHUNK)
+  pad = chunks * _REF_CHUNK - m
+  ref = jnp.pad(reference, ((0, pad), (0, 0)))
+  valid = jnp.arange(chunks * _REF_CHUNK) < m
+  ref = ref.reshape(chunks, _REF_CHUNK, -1)
+  valid = valid.reshape(chunks, _REF_CHUNK)
+
+  def step(best, chunk):
+    r, v = chunk
+    d = jnp.where(v[None, :], pairwise_distances(x, r), jnp.inf)
+    return jnp.minimum(best, d.min(axis=1)), None
+
+  best, _ = jax.lax.scan(step, jnp.full((n,), jnp.inf, x.dtype), (ref, valid))
+  return best
+
+
+def argmax_lowest_id(scores: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
+  """Position of the highest score; ties go to the smallest tile id, so the
+  pick does not depend on the order of the pool."""
+  best = jnp.max(scores)
+  big = jnp.iinfo(ids.dtype).max
+  return jnp.argmin(jnp.where(scores == best, ids, big))
+
+
+@functools.partial(jax.jit, static_argnames=('k',))
+def greedy_weighted_distance(uncertainty, embedding, reference, selectable, ids, *, k,
+                             alpha=1.0, beta=1.0):
+  """Returns (positions [k], priorities at pick time [k])."""
+  uncertainty = jnp.asarray(uncertainty, jnp.float32)
+  embedding = jnp.asarray(embedding, jnp.float32)
+  dist = min_distances(embedding, jnp.asarray(reference, jnp.float32))
+  ids = jnp.asarray(ids, jnp.int32)
+
+  def body(t, carry):
+    dist, available, picks, prios = carry
+    finite = available & jnp.isfinite(dist)
+    dmax = jnp.max(jnp.where(finite, dist, 0.0))
+    # No labelled tile yet: every tile is maximally novel.
+    norm = jnp.where(jnp.isfinite(dist), dist / jnp.maximum(dmax, 1e-12), 1.0)
+    prio = jnp.power(uncertainty, alpha) * jnp.power(norm, beta)
+    prio = jnp.where(available, prio, -jnp.inf)
+    best = argmax_lowest_id(prio, ids)
+    new = jnp.sqrt(jnp.maximum(jnp.sum((embedding - embedding[best]) ** 2, -1), 0.0))
+    return (jnp.minimum(dist, new), available.at[best].set(False),
+            picks.at[t].set(best), prios.at[t].set(prio[best]))
+
+  init = (dist, jnp.asarray(selectable, bool), jnp.zeros((k,), jnp.int32),
+          jnp.zeros((k,), jnp.float32))
+  _, _, picks, prios = jax.lax.fori_loop(0, k, body, init)
+  return picks, prios

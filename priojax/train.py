@@ -1,0 +1,209 @@
+"""Losses, the jitted train steps, and the fine-tuning and head-fitting loops.
+
+Two networks, two optimisers, one state:
+
+* the U-Net is trained on labelled tiles with BCE + soft Dice;
+* the IoU head is trained on *precomputed* head inputs (gradients stopped
+  into the U-Net) with regression to the true tile IoU plus the pairwise
+  ranking loss of Learning Loss (Yoo & Kweon 2019), on tiles the U-Net is not
+  fitting, so that it does not learn training-set optimism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from priojax import mesh as mesh_lib
+from priojax.errors import TrainingError
+from priojax.models.unet import preprocess
+from priojax.scoring import Networks
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # U-Net steps taken so far, over all rounds
+  head_step: jax.Array
+  params: dict  # {'unet': ..., 'head': ...}
+  unet_opt: optax.OptState
+  head_opt: optax.OptState
+
+
+def make_optimizer(weight_decay: float, clip_norm: float) -> optax.GradientTransformation:
+  """AdamW behind gradient clipping; the learning rate lives in the state so
+  that pretraining and fine-tuning share one compiled step."""
+
+  def make(learning_rate):
+    return optax.chain(optax.clip_by_global_norm(clip_norm),
+                       optax.adamw(learning_rate, weight_decay=weight_decay))
+
+  return optax.inject_hyperparams(make)(learning_rate=1e-3)
+
+
+def with_learning_rate(opt_state, learning_rate: float):
+  hp = dict(opt_state.hyperparams)
+  hp['learning_rate'] = jnp.asarray(learning_rate, jnp.float32)
+  return opt_state._replace(hyperparams=hp)
+
+
+def segmentation_loss(logits: jnp.ndarray, masks: jnp.ndarray) -> jnp.ndarray:
+  """Mean pixel BCE + (1 - soft Dice over the batch)."""
+  y = masks.astype(jnp.float32)
+  bce = optax.sigmoid_binary_cross_entropy(logits, y).mean()
+  p = jax.nn.sigmoid(logits)
+  dice = (2 * jnp.sum(p * y) + 1.0) / (jnp.sum(p) + jnp.sum(y) + 1.0)
+  return bce + (1.0 - dice)
+
+
+def ranking_loss(pred: jnp.ndarray, target: jnp.ndarray, margin: float) -> jnp.ndarray:
+  """Learning-Loss pairwise term over the batch split in halves:
+  mean over pairs of max(0, -sign(t_i - t_j) · (p_i - p_j) + ξ), tied pairs skipped."""
+  half = pred.shape[0] // 2
+  pi, pj = pred[:half], pred[half:2 * half]
+  sign = jnp.sign(target[:half] - target[half:2 * half])
+  hinge = jnp.maximum(0.0, -sign * (pi - pj) + margin) * (sign != 0)
+  return jnp.sum(hinge) / jnp.maximum(jnp.sum(sign != 0), 1)
+
+
+def augment(rng: jax.Array, images: jnp.ndarray, masks: jnp.ndarray):
+  """Random dihedral transforms (flips and transposes), one per tile."""
+
+  def one(key, x, y):
+    flips = jax.random.bernoulli(key, 0.5, (3,))
+    for flip, fn in zip(flips, (lambda a: a[::-1], lambda a: a[:, ::-1],
+                                lambda a: jnp.swapaxes(a, 0, 1))):
+      x, y = jnp.where(flip, fn(x), x), jnp.where(flip, fn(y), y)
+    return x, y
+
+  keys = jax.random.split(rng, images.shape[0])
+  return jax.vmap(one)(keys, images, masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadLoss:
+  rank_weight: float = 1.0
+  rank_margin: float = 0.05
+
+
+class Trainer:
+  """Owns the optimisers and the compiled steps for one pair of networks."""
+
+  def __init__(self, networks: Networks, mesh: Mesh, *, weight_decay: float = 1e-4,
+               clip_norm: float = 1.0, head_loss: HeadLoss = HeadLoss()):
+    self.networks = networks
+    self.mesh = mesh
+    self.tx = make_optimizer(weight_decay, clip_norm)
+    self.head_tx = make_optimizer(0.0, clip_norm)
+    self.head_loss = head_loss
+    self.seg_step = jax.jit(self._seg_step, donate_argnums=0)
+    self.head_step = jax.jit(self._head_step, donate_argnums=0)
+
+  def init_state(self, params: dict) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), head_step=jnp.zeros((), jnp.int32),
+                      params=params, unet_opt=self.tx.init(params['unet']),
+                      head_opt=self.head_tx.init(params['head']))
+
+  def reset_unet(self, state: TrainState, unet_params: dict) -> TrainState:
+    # A copy: the train step donates the state's buffers, and the caller keeps
+    # ``unet_params`` for the next reset.
+    unet_params = jax.tree.map(jnp.copy, unet_params)
+    params = {**state.params, 'unet': unet_params}
+    return state.replace(params=params, unet_opt=self.tx.init(unet_params))
+
+  def _seg_step(self, state: TrainState, images, masks, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    aug_rng, drop_rng = jax.random.split(rng)
+    x, y = augment(aug_rng, preprocess(images), masks)
+
+    def loss_fn(p):
+      logits, _ = self.networks.unet.apply({'params': p}, x, train=True, rngs={'dropout': drop_rng})
+      return segmentation_loss(logits, y)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params['unet'])
+    updates, unet_opt = self.tx.update(grads, state.unet_opt, state.params['unet'])
+    unet = optax.apply_updates(state.params['unet'], updates)
+    new = state.replace(step=state.step + 1, params={**state.params, 'unet': unet}, unet_opt=unet_opt)
+    return new, {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+
+  def _head_step(self, state: TrainState, feats, targets, rng):
+    del rng  # the head has no stochastic layers; kept for a uniform step signature
+
+    def loss_fn(p):
+      pred = self.networks.head.apply({'params': p}, feats)
+      mse = jnp.mean((pred - targets) ** 2)
+      rank = ranking_loss(pred, targets, self.head_loss.rank_margin)
+      return mse + self.head_loss.rank_weight * rank, (mse, rank)
+
+    (loss, (mse, rank)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params['head'])
+    updates, head_opt = self.head_tx.update(grads, state.head_opt, state.params['head'])
+    head = optax.apply_updates(state.params['head'], updates)
+    new = state.replace(head_step=state.head_step + 1, params={**state.params, 'head': head},
+                        head_opt=head_opt)
+    return new, {'loss': loss, 'mse': mse, 'rank': rank}
+
+  def fine_tune(self, state: TrainState, target: dict | None, source: dict, *, steps: int,
+                batch_size: int, learning_rate: float, replay: float, rng: jax.Array):
+    """``steps`` U-Net steps on batches mixing labelled target tiles and
+    source tiles (a ``replay`` fraction of each batch); returns (state, metrics)."""
+    batch_size = mesh_lib.batch_multiple(self.mesh, batch_size)
+    n_t = 0 if target is None else len(target['image'])
+    b_s = batch_size if n_t == 0 else min(batch_size - 1, int(round(batch_size * replay)))
+    b_t = batch_size - b_s
+    k_t, k_s, k_step = jax.random.split(rng, 3)
+    idx_s = np.asarray(jax.random.randint(k_s, (steps, b_s), 0, len(source['image'])))
+    idx_t = np.asarray(jax.random.randint(k_t, (steps, b_t), 0, max(n_t, 1)))
+    state = state.replace(unet_opt=with_learning_rate(state.unet_opt, learning_rate))
+    losses = []
+    for s in range(steps):
+      images = [source['image'][idx_s[s]]]
+      masks = [source['mask'][idx_s[s]]]
+      if b_t:
+        images.append(target['image'][idx_t[s]])
+        masks.append(target['mask'][idx_t[s]])
+      batch = mesh_lib.shard_batch(self.mesh, (np.concatenate(images), np.concatenate(masks)))
+      state, metrics = self.seg_step(state, *batch, k_step)
+      losses.append(metrics['loss'])
+      if (s + 1) % 50 == 0 or s + 1 == steps:
+        _check_finite(losses[-50:], 'segmentation loss', int(state.step))
+    losses = np.asarray(jax.device_get(losses))
+    window = max(1, math.ceil(len(losses) / 10))
+    return state, {'loss_start': float(losses[:window].mean()),
+                   'loss_end': float(losses[-window:].mean())}
+
+  def fit_head(self, state: TrainState, sets: Sequence[tuple[np.ndarray, np.ndarray]], *,
+               steps: int, batch_size: int, learning_rate: float, rng: jax.Array):
+    """Trains the head on (head inputs, true IoU) sets, each set an equal share
+    of every batch (so a few target tiles are not drowned by source tiles)."""
+    sets = [(f, t) for f, t in sets if len(t)]
+    if not sets or steps == 0:
+      return state, {}
+    per_set = max(2, batch_size // len(sets))
+    keys = jax.random.split(rng, len(sets))
+    idx = [np.asarray(jax.random.randint(k, (steps, per_set), 0, len(t))) for k, (_, t) in zip(keys, sets)]
+    state = state.replace(head_opt=with_learning_rate(state.head_opt, learning_rate))
+    losses = []
+    for s in range(steps):
+      feats = np.concatenate([f[i[s]] for (f, _), i in zip(sets, idx)])
+      targets = np.concatenate([t[i[s]] for (_, t), i in zip(sets, idx)])
+      # Shuffle across sets so the ranking term's halves pair source with target.
+      perm = np.random.default_rng(s).permutation(len(targets))
+      state, metrics = self.head_step(state, feats[perm], targets[perm].astype(np.float32), rng)
+      losses.append(metrics['loss'])
+    _check_finite(losses, 'IoU head loss', int(state.head_step))
+    losses = np.asarray(jax.device_get(losses))
+    return state, {'head_loss_end': float(losses[-max(1, steps // 10):].mean())}
+
+
+def _check_finite(values, what: str, step: int) -> None:
+  values = np.asarray(jax.device_get(values))
+  if not np.isfinite(values).all():
+    raise TrainingError(f'{what} became non-finite at step {step}; '
+                        'the last good checkpoint is kept (lower the learning rate?)')

@@ -1,0 +1,87 @@
+"""One-round smoke run in a temporary workdir, and exact resume after a kill."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, subprocess_env
+from priojax import loop
+
+TIMING_KEYS = ('seconds',)
+
+
+def _launch(workdir, data_dir, *flags, crash_at=None):
+  cmd = [sys.executable, '-m', 'experiments.run', '--config=configs/iou_priority.py:smoke',
+         f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *flags]
+  env = subprocess_env(**({'PRIOJAX_CRASH_AT': crash_at} if crash_at else {}))
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _strip_timings(history):
+  return [{k: v for k, v in r.items() if not k.endswith(TIMING_KEYS)} for r in history]
+
+
+def _read(workdir):
+  lines = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  selected = {p.name: json.loads(p.read_text()) for p in sorted(workdir.glob('selected_round_*.json'))}
+  return lines, selected
+
+
+@pytest.fixture(scope='module')
+def two_round_run(tmp_path_factory, data_dir):
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  result = _launch(workdir, data_dir, '--config.rounds.num_rounds=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
+
+
+def test_smoke_one_round_in_process(tmp_path, smoke_config):
+  history = loop.run(smoke_config, str(tmp_path / 'run'))
+  workdir = tmp_path / 'run'
+  assert [r['round'] for r in history] == [0, 1]
+  assert history[1]['labels'] == smoke_config.rounds.k
+  lines, selected = _read(workdir)
+  assert lines == history
+  sel = selected['selected_round_1.json']
+  assert len(sel['ids']) == smoke_config.rounds.k == len(set(sel['ids']))
+  assert len(sel['priorities']) == len(sel['pred_iou']) == smoke_config.rounds.k
+  assert sel['priorities'] == sorted(sel['priorities'], reverse=True)
+  for key in ('iou', 'f1', 'head_mae', 'score_seconds', 'finetune_seconds', 'mean_tile_iou'):
+    assert np.isfinite(history[1][key]), key
+  assert 0.0 <= history[1]['iou'] <= 1.0
+  assert (workdir / 'learning_curve.png').stat().st_size > 1000
+  assert list((workdir / 'tb').glob('events.out.tfevents.*'))
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == ['0', '1']
+  assert json.loads((workdir / 'config.json').read_text())['priority']['name'] == 'iou'
+  # Rerunning a finished workdir does nothing new and keeps the same history.
+  again = loop.run(smoke_config, str(workdir))
+  assert again == history
+
+
+def test_launcher_runs_and_overrides(two_round_run):
+  workdir, result = two_round_run
+  lines, selected = _read(workdir)
+  assert [r['round'] for r in lines] == [0, 1, 2]
+  assert [r['labels'] for r in lines] == [0, 6, 12]
+  assert 'round 2 | labels 12' in result.stderr
+  ids = selected['selected_round_1.json']['ids'] + selected['selected_round_2.json']['ids']
+  assert len(set(ids)) == 12  # never re-selected
+
+
+@pytest.mark.parametrize('crash_at', ['committed:1', 'finetuned:2', 'selected:1'])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, data_dir, two_round_run, crash_at):
+  reference, _ = two_round_run
+  workdir = tmp_path / 'killed'
+  first = _launch(workdir, data_dir, '--config.rounds.num_rounds=2', crash_at=crash_at)
+  assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+  second = _launch(workdir, data_dir, '--config.rounds.num_rounds=2')
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'resuming after round' in second.stderr
+  want_lines, want_sel = _read(reference)
+  got_lines, got_sel = _read(workdir)
+  assert got_sel == want_sel
+  assert _strip_timings(got_lines) == _strip_timings(want_lines)

@@ -1,0 +1,49 @@
+"""Bad input at the launcher: one clear line, no traceback wall."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, subprocess_env
+
+
+def _run(*flags, workdir='WORKDIR', tmp_path=None):
+  cmd = [sys.executable, '-m', 'experiments.run', '--config=configs/iou_priority.py:smoke', *flags]
+  if workdir:
+    cmd.append(f'--workdir={workdir}')
+  return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_clear_line(result, pattern):
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  errors = [l for l in result.stderr.splitlines() if pattern in l]
+  assert len(errors) == 1, result.stderr[-2000:]
+  return errors[0]
+
+
+@pytest.mark.parametrize('flag, pattern', [
+    ('--config.priority.name=iuo', "error: unknown priority formula 'iuo'; registered:"),
+    ('--config.rounds.k=41', 'error: config.rounds: k=41 x num_rounds=1 = 41 labels exceeds the 40 tiles'),
+    ('--config.finetune.init=fresh', "error: config.finetune.init: expected 'previous' or 'pretrained', got 'fresh'"),
+    ('--config.head.holdout_fraction=1.5', 'error: config.head.holdout_fraction: expected a number in [0, 1)'),
+])
+def test_bad_config_values(tmp_path, flag, pattern):
+  result = _run(flag, workdir=str(tmp_path / 'w'))
+  assert result.returncode == 2
+  _assert_one_clear_line(result, pattern)
+  assert not (tmp_path / 'w').exists() or not any((tmp_path / 'w').iterdir())
+
+
+def test_config_typo(tmp_path):
+  result = _run('--config.rounds.kk=3', workdir=str(tmp_path / 'w'))
+  line = _assert_one_clear_line(result, 'kk')
+  assert 'rounds.kk' in line
+
+
+def test_missing_workdir_parent(tmp_path):
+  result = _run(workdir=str(tmp_path / 'no' / 'such' / 'w'))
+  assert result.returncode == 2
+  line = _assert_one_clear_line(result, 'error: workdir')
+  assert 'parent directory' in line and 'does not exist' in line

@@ -1,0 +1,84 @@
+"""Shapes, parameter counts and output ranges of the tiny network variants."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from priojax.models import iou_head
+from priojax.models.iou_head import IoUHead
+from priojax.models.unet import UNet
+from priojax.scoring import Networks
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_unet_shapes_and_parameter_count():
+  model = UNet(depth=2, width=4)
+  x = jnp.zeros((3, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  logits, aux = model.apply(variables, x, train=False)
+  chex.assert_shape(logits, (3, 32, 32))
+  chex.assert_shape(aux['bottleneck'], (3, 8, 8, 16))
+  chex.assert_shape(aux['decoder'][0], (3, 16, 16, 8))
+  chex.assert_shape(aux['decoder'][1], (3, 32, 32, 4))
+  # Encoder 3->4->4, 4->8->8; bottleneck 8->16->16; decoder up 16->8 (2x2),
+  # block 16->8->8, up 8->4, block 8->4->4; output 4->1; GroupNorm 2 per conv.
+  convs = [(3, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4)]
+  expected = sum(9 * i * o + o + 2 * o for i, o in convs)
+  expected += (4 * 16 * 8 + 8) + (4 * 8 * 4 + 4)  # transposed convs
+  expected += 4 * 1 + 1  # 1x1 output conv
+  assert _count(variables['params']) == expected
+
+
+@pytest.mark.parametrize('norm', ['group', 'layer', 'instance', 'none'])
+def test_unet_norms_and_dropout(norm):
+  model = UNet(depth=1, width=4, norm=norm, dropout=0.5)
+  x = jnp.ones((2, 16, 16, 3))
+  params = model.init(jax.random.key(0), x, train=False)
+  a, _ = model.apply(params, x, train=True, rngs={'dropout': jax.random.key(1)})
+  b, _ = model.apply(params, x, train=True, rngs={'dropout': jax.random.key(2)})
+  c, _ = model.apply(params, x, train=False)
+  d, _ = model.apply(params, x, train=False)
+  chex.assert_trees_all_close(c, d)  # deterministic at eval
+  assert not np.allclose(a, b)  # MC dropout is stochastic in train mode
+
+
+def test_bfloat16_unet_keeps_float32_logits():
+  model = UNet(depth=1, width=4, dtype=jnp.bfloat16)
+  x = jnp.ones((1, 16, 16, 3))
+  logits, aux = model.apply(model.init(jax.random.key(0), x, train=False), x, train=False)
+  assert logits.dtype == jnp.float32
+  assert aux['bottleneck'].dtype == jnp.bfloat16
+
+
+def test_head_inputs_and_prediction_range():
+  net = Networks(UNet(depth=2, width=4), IoUHead(hidden=8), embed_dim=8)
+  params = net.init(jax.random.key(0), 32)
+  image = jnp.asarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3)), jnp.uint8)
+  logits, feats, embedding, pred = net.forward_tile(params, image)
+  chex.assert_shape(logits, (32, 32))
+  # bottleneck (16 ch pooled to 8) + finest decoder (4) + mask statistics
+  chex.assert_shape(feats, (8 + 4 + iou_head.NUM_MASK_STATS,))
+  chex.assert_shape(embedding, (8,))
+  assert 0.0 <= float(pred) <= 1.0
+  head_params = params['head']
+  assert _count(head_params) == (19 * 8 + 8) + (8 * 8 + 8) + (8 + 1)
+
+
+def test_head_inputs_stop_gradient_into_unet():
+  net = Networks(UNet(depth=1, width=4), IoUHead(hidden=8), embed_dim=8)
+  params = net.init(jax.random.key(0), 16)
+  image = jnp.full((16, 16, 3), 100, jnp.uint8)
+  grads = jax.grad(lambda p: net.forward_tile(p, image)[3])(params)
+  assert all(float(jnp.abs(g).sum()) == 0.0 for g in jax.tree.leaves(grads['unet']))
+  assert any(float(jnp.abs(g).sum()) > 0.0 for g in jax.tree.leaves(grads['head']))
+
+
+def test_pooled_embedding_caps_dimension():
+  x = jnp.arange(4 * 4 * 300, dtype=jnp.float32).reshape(4, 4, 300)
+  chex.assert_shape(iou_head.pooled_embedding(x, 128), (128,))
+  chex.assert_shape(iou_head.pooled_embedding(x, 512), (300,))

@@ -1,0 +1,139 @@
+"""Priority formulas and selection on hand-made pool statistics."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from priojax import priority, selection
+from priojax.errors import SelectionError
+from priojax.scoring import PoolStats
+
+
+def make_stats(pred_iou, entropy=None, ids=None, dim=3, seed=0):
+  n = len(pred_iou)
+  rng = np.random.default_rng(seed)
+  return PoolStats(
+      ids=np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64),
+      pred_iou=np.asarray(pred_iou, np.float32),
+      entropy=np.asarray(entropy if entropy is not None else rng.random(n), np.float32),
+      fg_fraction=rng.random(n).astype(np.float32),
+      embedding=rng.normal(size=(n, dim)).astype(np.float32))
+
+
+def ctx(stats, k, selectable=None, reference=None, seed=0, **hparams):
+  n = len(stats)
+  return priority.SelectionContext(
+      k=k, rng=jax.random.key(seed),
+      selectable=np.ones(n, bool) if selectable is None else np.asarray(selectable),
+      reference_embedding=np.zeros((0, stats.embedding.shape[1]), np.float32)
+      if reference is None else reference, hparams=hparams)
+
+
+def pick(name, stats, c):
+  return selection.select(priority.get(name), stats, c)
+
+
+def test_registry_lists_builtins():
+  assert {'random', 'iou', 'entropy', 'iou_diversity'} <= set(priority.names())
+
+
+def test_iou_picks_lowest_predicted_iou():
+  stats = make_stats([0.9, 0.1, 0.5, 0.3])
+  sel = pick('iou', stats, ctx(stats, 2))
+  np.testing.assert_array_equal(sel.ids, [1, 3])
+  chex.assert_trees_all_close(sel.priorities, np.array([0.9, 0.7]), atol=1e-6)
+  chex.assert_trees_all_close(sel.pred_iou, np.array([0.1, 0.3]))
+
+
+def test_entropy_picks_highest_entropy():
+  stats = make_stats([0.5] * 4, entropy=[0.1, 0.6, 0.3, 0.65])
+  np.testing.assert_array_equal(pick('entropy', stats, ctx(stats, 2)).ids, [3, 1])
+
+
+def test_ties_break_by_smallest_id_whatever_the_order():
+  stats = make_stats([0.2, 0.2, 0.2, 0.9], ids=[7, 3, 5, 1])
+  np.testing.assert_array_equal(pick('iou', stats, ctx(stats, 2)).ids, [3, 5])
+  perm = np.array([2, 0, 3, 1])
+  np.testing.assert_array_equal(pick('iou', stats.take(perm), ctx(stats, 2)).ids, [3, 5])
+
+
+def test_never_reselects_labelled_tiles():
+  stats = make_stats([0.1, 0.2, 0.3, 0.4])
+  sel = pick('iou', stats, ctx(stats, 2, selectable=[False, True, False, True]))
+  np.testing.assert_array_equal(sel.ids, [1, 3])
+
+
+def test_k_zero_and_k_equal_to_remaining():
+  stats = make_stats([0.1, 0.2, 0.3])
+  assert len(pick('iou', stats, ctx(stats, 0)).ids) == 0
+  sel = pick('iou_diversity', stats, ctx(stats, 2, selectable=[True, False, True]))
+  assert sorted(sel.ids.tolist()) == [0, 2]
+  assert sorted(pick('random', stats, ctx(stats, 3)).ids.tolist()) == [0, 1, 2]
+
+
+def test_k_larger_than_remaining_is_a_clear_error():
+  stats = make_stats([0.1, 0.2, 0.3])
+  with pytest.raises(SelectionError, match=r'k=3 exceeds the 2 unlabelled tiles left'):
+    pick('iou', stats, ctx(stats, 3, selectable=[True, True, False]))
+
+
+def test_nan_stats_are_a_clear_error():
+  stats = make_stats([0.1, np.nan, 0.3])
+  with pytest.raises(SelectionError, match=r"field 'pred_iou' is not finite for 1 tiles \(ids 1\)"):
+    pick('iou', stats, ctx(stats, 1))
+  # A NaN on an already-labelled tile is not read, so it is no error.
+  assert pick('iou', stats, ctx(stats, 1, selectable=[True, False, True])).ids.tolist() == [0]
+
+
+def test_nan_embedding_is_an_error_for_diversity():
+  stats = make_stats([0.1, 0.2, 0.3])
+  stats.embedding[2, 0] = np.inf
+  with pytest.raises(SelectionError, match="field 'embedding'"):
+    pick('iou_diversity', stats, ctx(stats, 1))
+
+
+def test_unknown_formula_name():
+  with pytest.raises(SelectionError, match=r"unknown priority formula 'iuo'; registered: .*iou"):
+    priority.get('iuo')
+
+
+def test_formula_from_module_reference():
+  formula = priority.get('numpy:negative')  # any importable pure function of stats works
+  assert formula.name == 'numpy:negative'
+  with pytest.raises(SelectionError, match="has no function 'nope'"):
+    priority.get('numpy:nope')
+  with pytest.raises(SelectionError, match="cannot import module"):
+    priority.get('no_such_module_xyz:f')
+
+
+def test_random_is_deterministic_and_order_free():
+  stats = make_stats(np.linspace(0, 1, 20), ids=np.arange(100, 120))
+  a = pick('random', stats, ctx(stats, 5, seed=3))
+  b = pick('random', stats, ctx(stats, 5, seed=3))
+  perm = np.random.default_rng(0).permutation(20)
+  c = pick('random', stats.take(perm), ctx(stats, 5, seed=3))
+  d = pick('random', stats, ctx(stats, 5, seed=4))
+  np.testing.assert_array_equal(a.ids, b.ids)
+  np.testing.assert_array_equal(a.ids, c.ids)
+  assert a.ids.tolist() != d.ids.tolist()
+
+
+def test_user_registered_formula():
+  @priority.register('test_low_fg', reads=('fg_fraction',))
+  def low_fg(stats, ctx):
+    return -stats.fg_fraction
+
+  stats = make_stats([0.5] * 5)
+  sel = pick('test_low_fg', stats, ctx(stats, 2))
+  np.testing.assert_array_equal(sel.ids, np.argsort(stats.fg_fraction)[:2])
+
+
+def test_formula_returning_wrong_shape_is_reported():
+  @priority.register('test_bad_shape', reads=())
+  def bad(stats, ctx):
+    return np.zeros(2)
+
+  stats = make_stats([0.5] * 5)
+  with pytest.raises(SelectionError, match=r"returned shape \(2,\), expected \(5,\)"):
+    pick('test_bad_shape', stats, ctx(stats, 1))
