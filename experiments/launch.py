@@ -3,11 +3,12 @@ line (``error: ...``, exit status 2) instead of a traceback."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging as std_logging
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
-from absl import logging
+from absl import flags, logging
 
 from priojax.errors import PriojaxError
 
@@ -37,3 +38,64 @@ def main_with_clean_errors(fn: Callable[[], object]) -> None:
   except PriojaxError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+
+
+def config_or_exit(holder):
+  """The parsed config; a config file that cannot be found is one line."""
+  try:
+    config = holder.value
+    config.keys()  # a placeholder that failed to load raises only when touched
+    return config
+  except OSError as e:  # ml_collections defers loading errors to first access
+    spec = flags.FLAGS['config'].serialize()
+    lines = [l.strip() for l in str(e).splitlines() if l.strip().startswith('[Errno')]
+    print(f'error: {spec}: cannot load the config file ({lines[-1] if lines else e})', file=sys.stderr)
+    sys.exit(2)
+
+
+def _load_config_file(spec: str):
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_priojax_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def _explain_override(argv: Sequence[str]) -> str | None:
+  """Names the ``--config.*`` override whose field does not exist."""
+  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if spec is None:
+    return None
+  try:
+    config = _load_config_file(spec)
+  except Exception:  # noqa: BLE001  (the file itself is broken: let absl say so)
+    return None
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].split('=', 1)[0].split('.')
+    node = config
+    for depth, name in enumerate(path):
+      if not hasattr(node, 'keys') or name not in node.keys():
+        known = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else 'none'
+        where = '.'.join(path[:depth]) or 'the config'
+        return (f'{arg}: config has no field {".".join(path)!r} '
+                f'(fields of {where}: {known})')
+      node = node[name]
+  return None
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's parser, with config-override mistakes as one ``error:`` line.
+
+  ml_collections raises AttributeError/KeyError/TypeError (not a flags
+  error) for an unknown field, which absl would show as a traceback.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = _explain_override(argv) or f'bad --config override: {e}'
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)

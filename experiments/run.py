@@ -22,8 +22,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   launch.quiet_third_party()
-  launch.main_with_clean_errors(lambda: loop.run(_CONFIG.value, _WORKDIR.value))
+  config = launch.config_or_exit(_CONFIG)
+  launch.main_with_clean_errors(lambda: loop.run(config, _WORKDIR.value))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=launch.parse_flags)

@@ -107,6 +107,8 @@ class Trainer:
     self.head_step = jax.jit(self._head_step, donate_argnums=0)
 
   def init_state(self, params: dict) -> TrainState:
+    # The steps donate the state: own copies keep the caller's params alive.
+    params = jax.tree.map(jnp.copy, params)
     return TrainState(step=jnp.zeros((), jnp.int32), head_step=jnp.zeros((), jnp.int32),
                       params=params, unet_opt=self.tx.init(params['unet']),
                       head_opt=self.head_tx.init(params['head']))

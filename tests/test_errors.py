@@ -47,3 +47,16 @@ def test_missing_workdir_parent(tmp_path):
   assert result.returncode == 2
   line = _assert_one_clear_line(result, 'error: workdir')
   assert 'parent directory' in line and 'does not exist' in line
+
+
+def test_unknown_top_level_section(tmp_path):
+  result = _run('--config.round.k=3', workdir=str(tmp_path / 'w'))
+  line = _assert_one_clear_line(result, "config has no field 'round.k'")
+  assert 'fields of the config:' in line and 'rounds' in line
+
+
+def test_missing_config_file(tmp_path):
+  cmd = [sys.executable, '-m', 'experiments.run', '--config=configs/nope.py', f'--workdir={tmp_path}/w']
+  result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  _assert_one_clear_line(result, 'error: --config=configs/nope.py: cannot load the config file')
