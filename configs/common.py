@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   c.rounds = ml_collections.ConfigDict(dict(num_rounds=6, k=25))
   c.finetune = ml_collections.ConfigDict(dict(
-      steps=150, batch_size=16, learning_rate=1e-3,
+      steps=300, batch_size=16, learning_rate=1e-3,
       init='previous',  # or 'pretrained': restart every round from the source model
       source_replay=0.25,  # fraction of each batch drawn from source tiles
   ))

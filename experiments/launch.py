@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging as std_logging
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -24,9 +25,15 @@ class _OwnInfoOnly(std_logging.Filter):
     return '/priojax/' in path or '/experiments/' in path
 
 
-def quiet_third_party() -> None:
+def setup_runtime() -> None:
+  """Quiet logs, and a persistent XLA compilation cache so that a resumed or
+  repeated run does not recompile (``JAX_COMPILATION_CACHE_DIR`` overrides)."""
+  import jax  # noqa: PLC0415
   import tensorflow_datasets as tfds  # noqa: PLC0415  (only launchers want this)
 
+  if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser('~/.cache/priojax/xla'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   tfds.disable_progress_bar()
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_OwnInfoOnly())

@@ -15,6 +15,7 @@ committed round and redoes the next one exactly (every key is
 from __future__ import annotations
 
 import json
+import pathlib
 import time
 
 import jax
@@ -26,7 +27,7 @@ from priojax import faults, priority, rngs, selection, tile_metrics
 from priojax.config_checks import check_config
 from priojax.data import builders, synthetic
 from priojax.data.pool import TileSource
-from priojax.errors import ConfigError, WorkdirError
+from priojax.errors import WorkdirError
 from priojax.mesh import make_mesh
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
@@ -103,8 +104,9 @@ class Experiment:
   def pretrain(self):
     c = self.config.pretrain
     if c.from_workdir:
-      other = RoundCheckpoints(Workdir(c.from_workdir).checkpoints, read_only=True)
-      if 0 not in other.all_steps():
+      directory = pathlib.Path(c.from_workdir).expanduser() / 'checkpoints'
+      other = RoundCheckpoints(directory, read_only=True) if directory.is_dir() else None
+      if other is None or 0 not in other.all_steps():
         raise WorkdirError(f'config.pretrain.from_workdir={c.from_workdir!r}: no round-0 checkpoint there')
       state, _ = other.restore(0, self.template())
       return state, {'pretrained_from': c.from_workdir}
@@ -112,7 +114,8 @@ class Experiment:
     start = time.perf_counter()
     state, fit = self.trainer.fine_tune(
         state, None, self.source_train, steps=c.steps, batch_size=c.batch_size,
-        learning_rate=c.learning_rate, replay=1.0, rng=rngs.round_key(self.config.seed, 0, 'pretrain'))
+        learning_rate=c.learning_rate, replay=1.0, rng=rngs.round_key(self.config.seed, 0, 'pretrain'),
+        log_every=max(1, c.steps // 7), what='pretrain')
     state, head = self.fit_head(state, [], 0)
     return state, {**fit, **head, 'finetune_seconds': time.perf_counter() - start}
 
@@ -179,7 +182,9 @@ def run(config, workdir: str) -> list[dict]:
   if not wd.config.exists():
     atomic_write_json(wd.config, json.loads(config.to_json()))
   done, state, labelled, history = _restore_or_pretrain(exp)
-  pretrained_unet = state.params['unet'] if done == 0 else None
+  # Kept only for 'pretrained' resets; copied there because steps donate buffers.
+  reset = config.finetune.init == 'pretrained'
+  pretrained_unet = state.params['unet'] if reset and done == 0 else None
   seed = config.seed
   for r in range(done + 1, config.rounds.num_rounds + 1):
     start = time.perf_counter()
@@ -193,7 +198,7 @@ def run(config, workdir: str) -> list[dict]:
           calibration=is_calibration(seed, tile_id, config.head.holdout_fraction))
     faults.crash_point('revealed', r)
     t_ft = time.perf_counter()
-    if config.finetune.init == 'pretrained':
+    if reset:
       if pretrained_unet is None:
         pretrained_unet = exp.ckpts.restore(0, exp.template())[0].params['unet']
       state = exp.trainer.reset_unet(state, pretrained_unet)
@@ -233,5 +238,3 @@ def _save(exp: Experiment, r: int, state, labelled: dict[int, LedgerEntry], hist
           'ledger': [labelled[i].to_json() for i in sorted(labelled)], 'history': history}
   exp.ckpts.save(r, state, meta)
 
-
-__all__ = ['run', 'build_networks', 'load_benchmark', 'Experiment', 'ConfigError']

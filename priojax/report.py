@@ -86,3 +86,16 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path, title: str) -> 
   fig.savefig(tmp, dpi=110)
   plt.close(fig)
   os.replace(tmp, path)
+
+
+def markdown_table(history: list[dict]) -> str:
+  """The per-round figures a README or a paper table shows."""
+  rows = ['| round | labels | test IoU | F1 | mean tile IoU | head Spearman | head MAE | round time (s) |',
+          '|---:|---:|---:|---:|---:|---:|---:|---:|']
+  for r in history:
+    spear = r.get('head_spearman')
+    seconds = r.get('round_seconds', r.get('finetune_seconds', 0.0))
+    rows.append(f"| {r['round']} | {r['labels']} | {r['iou']:.3f} | {r['f1']:.3f} | "
+                f"{r['mean_tile_iou']:.3f} | {'n/a' if spear is None else f'{spear:.3f}'} | "
+                f"{r['head_mae']:.3f} | {seconds:.0f} |")
+  return '\n'.join(rows)

@@ -60,9 +60,11 @@ def summarise(counts: dict[str, np.ndarray], pred_iou: np.ndarray, smoothing: fl
       'head_mae': float(np.abs(pred_iou - true_iou).mean()),
   }
   if groups is not None:
+    # Mean tile IoU per group: a split-level IoU is meaningless for a group of
+    # empty tiles (any stray pixel makes it 0).
     for g in np.unique(groups):
       sel = groups == g
-      u = counts['union'][sel].sum()
       name = group_names[g] if group_names is not None else str(g)
-      out[f'iou/{name}'] = float(counts['intersection'][sel].sum() / u) if u > 0 else 1.0
+      out[f'tile_iou/{name}'] = float(true_iou[sel].mean())
+      out[f'head_mae/{name}'] = float(np.abs(pred_iou[sel] - true_iou[sel]).mean())
   return out

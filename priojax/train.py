@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from priojax import mesh as mesh_lib
@@ -120,7 +121,8 @@ class Trainer:
     params = {**state.params, 'unet': unet_params}
     return state.replace(params=params, unet_opt=self.tx.init(unet_params))
 
-  def _seg_step(self, state: TrainState, images, masks, rng):
+  def _seg_step(self, state: TrainState, images, masks, rng, learning_rate):
+    state = state.replace(unet_opt=with_learning_rate(state.unet_opt, learning_rate))
     rng = jax.random.fold_in(rng, state.step)
     aug_rng, drop_rng = jax.random.split(rng)
     x, y = augment(aug_rng, preprocess(images), masks)
@@ -133,7 +135,7 @@ class Trainer:
     updates, unet_opt = self.tx.update(grads, state.unet_opt, state.params['unet'])
     unet = optax.apply_updates(state.params['unet'], updates)
     new = state.replace(step=state.step + 1, params={**state.params, 'unet': unet}, unet_opt=unet_opt)
-    return new, {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+    return new, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
 
   def _head_step(self, state: TrainState, feats, targets, rng):
     del rng  # the head has no stochastic layers; kept for a uniform step signature
@@ -152,9 +154,14 @@ class Trainer:
     return new, {'loss': loss, 'mse': mse, 'rank': rank}
 
   def fine_tune(self, state: TrainState, target: dict | None, source: dict, *, steps: int,
-                batch_size: int, learning_rate: float, replay: float, rng: jax.Array):
+                batch_size: int, learning_rate: float, replay: float, rng: jax.Array,
+                log_every: int = 0, what: str = 'fine-tune'):
     """``steps`` U-Net steps on batches mixing labelled target tiles and
-    source tiles (a ``replay`` fraction of each batch); returns (state, metrics)."""
+    source tiles (a ``replay`` fraction of each batch); returns (state, metrics).
+
+    The learning rate warms up over 5 % of the steps and decays to zero by a
+    cosine, every call: each round ends on a settled model, so rounds are
+    compared at rest rather than mid-oscillation."""
     batch_size = mesh_lib.batch_multiple(self.mesh, batch_size)
     n_t = 0 if target is None else len(target['image'])
     b_s = batch_size if n_t == 0 else min(batch_size - 1, int(round(batch_size * replay)))
@@ -162,7 +169,9 @@ class Trainer:
     k_t, k_s, k_step = jax.random.split(rng, 3)
     idx_s = np.asarray(jax.random.randint(k_s, (steps, b_s), 0, len(source['image'])))
     idx_t = np.asarray(jax.random.randint(k_t, (steps, b_t), 0, max(n_t, 1)))
-    state = state.replace(unet_opt=with_learning_rate(state.unet_opt, learning_rate))
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, max(1, steps // 20), max(steps, 2), end_value=0.0)
+    lrs = np.asarray([schedule(s + 1) for s in range(steps)], np.float32)
     losses = []
     for s in range(steps):
       images = [source['image'][idx_s[s]]]
@@ -171,10 +180,13 @@ class Trainer:
         images.append(target['image'][idx_t[s]])
         masks.append(target['mask'][idx_t[s]])
       batch = mesh_lib.shard_batch(self.mesh, (np.concatenate(images), np.concatenate(masks)))
-      state, metrics = self.seg_step(state, *batch, k_step)
+      state, metrics = self.seg_step(state, *batch, k_step, lrs[s])
       losses.append(metrics['loss'])
       if (s + 1) % 50 == 0 or s + 1 == steps:
         _check_finite(losses[-50:], 'segmentation loss', int(state.step))
+      if log_every and (s + 1) % log_every == 0:
+        logging.info('%s step %d/%d | loss %.4f', what, s + 1, steps,
+                     float(np.mean(jax.device_get(losses[-log_every:]))))
     losses = np.asarray(jax.device_get(losses))
     window = max(1, math.ceil(len(losses) / 10))
     return state, {'loss_start': float(losses[:window].mean()),

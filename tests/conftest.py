@@ -3,10 +3,16 @@
 import os
 import pathlib
 import sys
+import tempfile
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# One persistent XLA cache for the whole session, shared with the launcher
+# subprocesses: the smoke runs then compile each function once, not per run.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='priojax-xla-'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 if str(ROOT) not in sys.path:  # configs/ and experiments/ are run from the checkout
   sys.path.insert(0, str(ROOT))
 

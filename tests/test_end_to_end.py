@@ -85,3 +85,27 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, data_dir, two_round_r
   got_lines, got_sel = _read(workdir)
   assert got_sel == want_sel
   assert _strip_timings(got_lines) == _strip_timings(want_lines)
+
+
+def test_shared_pretrained_model_and_reset_fine_tuning(tmp_path, smoke_config):
+  base = loop.run(smoke_config, str(tmp_path / 'base'))
+  config = smoke_config.copy_and_resolve_references()
+  config.pretrain.from_workdir = str(tmp_path / 'base')
+  config.finetune.init = 'pretrained'
+  config.priority.name = 'iou_diversity'
+  config.rounds.num_rounds = 2
+  history = loop.run(config, str(tmp_path / 'shared'))
+  # Same source model: round 0 is evaluated identically.
+  assert history[0]['iou'] == base[0]['iou'] and history[0]['head_mae'] == base[0]['head_mae']
+  assert history[0]['pretrained_from'] == str(tmp_path / 'base')
+  assert [r['labels'] for r in history] == [0, 6, 12]
+
+
+def test_from_workdir_without_checkpoint_is_a_clear_error(tmp_path, smoke_config):
+  from priojax.errors import WorkdirError
+
+  config = smoke_config.copy_and_resolve_references()
+  (tmp_path / 'empty').mkdir()
+  config.pretrain.from_workdir = str(tmp_path / 'empty')
+  with pytest.raises(WorkdirError, match='no round-0 checkpoint there'):
+    loop.run(config, str(tmp_path / 'w'))

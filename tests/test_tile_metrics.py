@@ -34,7 +34,8 @@ def test_summarise_split_metrics():
   out = tile_metrics.summarise(counts, np.array([0.5, 1.0]), 0.0, np.array([0, 1]), ['a', 'b'])
   assert out['iou'] == 0.5
   assert abs(out['f1'] - 2 * 2 / 6) < 1e-9
-  assert out['iou/a'] == 0.5 and out['iou/b'] == 1.0
+  assert out['tile_iou/a'] == 0.5 and out['tile_iou/b'] == 1.0
+  assert out['head_mae/a'] == 0.0 and out['head_mae/b'] == 0.0
   assert abs(out['head_spearman'] - 1.0) < 1e-9  # empty tile: IoU 1 even with s = 0
   assert out['mean_tile_iou'] == 0.75
 
