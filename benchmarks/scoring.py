@@ -34,6 +34,7 @@ _DEPTH = flags.DEFINE_integer('depth', 3, 'U-Net depth.')
 _POOL = flags.DEFINE_integer('pool', 2048, 'Tiles in the pool.')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Scoring batch size.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed passes (best is reported).')
+_TORCH = flags.DEFINE_bool('torch', True, 'Also time the eager PyTorch baseline.')
 
 
 class SyntheticPool:
@@ -120,6 +121,8 @@ def main(argv):
   pixels_mib = _POOL.value * _TILE.value**2 * 3 / 2**20
   print(f'peak RSS after {_POOL.value // 8} tiles: {rss_small:.0f} MiB; after {_POOL.value} tiles: '
         f'{rss_big:.0f} MiB (+{rss_big - rss_small:.0f} MiB; the pool\'s pixels are {pixels_mib:.0f} MiB)')
+  if not _TORCH.value:
+    return
   try:
     import torch  # noqa: F401, PLC0415
   except ImportError:
