@@ -1,9 +1,13 @@
 """Shared defaults of every experiment on the embedded crisis benchmark.
 
 Not run directly: each strategy's config file starts from ``get_config`` here
-and sets ``priority.name``. The ``smoke`` argument shrinks everything to
-seconds (tiny images, a tiny U-Net, a handful of steps): it is what the
-end-to-end tests run.
+and sets ``priority.name``. The argument is a comma-separated list of:
+
+* ``smoke``: shrink everything to seconds (tiny images, a tiny U-Net, a
+  handful of steps): what the end-to-end tests run;
+* ``geotiff``: run on your own GeoTIFF scenes instead of the embedded
+  benchmark; give the manifest with ``--config.data.manifest=path.yaml``
+  (format in priojax/data/manifest.py and the README).
 """
 
 import ml_collections
@@ -14,6 +18,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict(dict(
+      kind='crisis_bench',  # or 'geotiff' (a manifest of the user's scenes)
+      manifest='',  # for kind='geotiff'
+      source_val_fraction=0.2,  # for kind='geotiff': source chips held out for the head
       data_dir='~/.cache/priojax/tensorflow_datasets',
       tile_size=64,
       num_source_train=600,
@@ -51,7 +58,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.scoring = ml_collections.ConfigDict(dict(batch_size=64))
   c.eval = ml_collections.ConfigDict(dict(threshold=0.5))
 
-  if arg == 'smoke':
+  args = set(filter(None, (arg or '').split(',')))
+  unknown = args - {'smoke', 'geotiff'}
+  if unknown:
+    raise ValueError(f'unknown config arguments {sorted(unknown)}; expected "smoke" and/or "geotiff"')
+  if 'geotiff' in args:
+    c.data.kind = 'geotiff'
+  if 'smoke' in args:
     c.data.update(tile_size=32, num_source_train=48, num_source_val=16,
                   num_target_pool=40, num_target_test=16)
     c.model.update(depth=2, width=4, head_hidden=16, embed_dim=16)
@@ -61,6 +74,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.head.update(steps=10, batch_size=16, iou_smoothing=4.0)
     c.priority.update(source_reference=16)
     c.scoring.update(batch_size=16)
-  elif arg:
-    raise ValueError(f'unknown config argument {arg!r}; expected nothing or "smoke"')
   return c

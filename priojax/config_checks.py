@@ -51,10 +51,16 @@ def check_config(config) -> None:
   _need(config.model.dtype in _DTYPES, 'model.dtype', f'one of {_DTYPES}', config.model.dtype)
   _need(config.finetune.init in ('previous', 'pretrained'), 'finetune.init',
         "'previous' or 'pretrained'", config.finetune.init)
+  _need(config.data.kind in ('crisis_bench', 'geotiff'), 'data.kind', "'crisis_bench' or 'geotiff'",
+        config.data.kind)
+  if config.data.kind == 'geotiff':
+    _need(bool(config.data.manifest), 'data.manifest',
+          "the path of a scene manifest (YAML or JSON) when data.kind='geotiff'", config.data.manifest)
+    _fraction(config, 'data.source_val_fraction')
   size, depth = config.data.tile_size, config.model.depth
   _need(size % (2**depth) == 0, 'data.tile_size', f'a multiple of 2**model.depth = {2**depth}', size)
   budget = config.rounds.k * config.rounds.num_rounds
   pool = config.data.num_target_pool
-  if budget > pool:
+  if config.data.kind == 'crisis_bench' and budget > pool:
     raise ConfigError(f'config.rounds: k={config.rounds.k} x num_rounds={config.rounds.num_rounds} '
                       f'= {budget} labels exceeds the {pool} tiles of the target pool')

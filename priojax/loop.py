@@ -23,11 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from priojax import faults, priority, rngs, selection, tile_metrics
+from priojax import export, faults, priority, rngs, selection, tile_metrics
 from priojax.config_checks import check_config
-from priojax.data import builders, synthetic
+from priojax.data import builders, geo_builder, synthetic
+from priojax.data.manifest import load_manifest
 from priojax.data.pool import TileSource
-from priojax.errors import WorkdirError
+from priojax.errors import ConfigError, DataError, WorkdirError
 from priojax.mesh import make_mesh
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
@@ -46,14 +47,27 @@ def build_networks(config) -> Networks:
                   threshold=config.eval.threshold, iou_smoothing=config.head.iou_smoothing)
 
 
-def load_benchmark(config) -> dict[str, TileSource]:
+def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
+  """Split name -> TileSource, and the scenes' metadata for GeoTIFF data."""
   d = config.data
-  bcfg = builders.make_builder_config(
-      tile_size=d.tile_size, seed=config.seed, num_source_train=d.num_source_train,
-      num_source_val=d.num_source_val, num_target_pool=d.num_target_pool,
-      num_target_test=d.num_target_test)
-  sources = builders.load_crisis_bench(bcfg, d.data_dir)
-  return {name: TileSource(src, name) for name, src in sources.items()}
+  if d.kind == 'geotiff':
+    manifest = load_manifest(d.manifest)
+    gcfg = geo_builder.make_geo_config(manifest, tile_size=d.tile_size,
+                                       source_val_fraction=d.source_val_fraction, seed=config.seed)
+    sources, meta = geo_builder.load_geo_chips(gcfg, d.data_dir)
+  else:
+    bcfg = builders.make_builder_config(
+        tile_size=d.tile_size, seed=config.seed, num_source_train=d.num_source_train,
+        num_source_val=d.num_source_val, num_target_pool=d.num_target_pool,
+        num_target_test=d.num_target_test)
+    sources, meta = builders.load_crisis_bench(bcfg, d.data_dir), None
+  data = {name: TileSource(src, name) for name, src in sources.items()}
+  for name, src in data.items():
+    if len(src) == 0 and name != 'source_val':
+      where = d.manifest if d.kind == 'geotiff' else 'the benchmark'
+      raise DataError(f'{where}: split {name!r} has no chips (scenes smaller than '
+                      f'{d.tile_size} px, or mostly nodata?)')
+  return data, meta
 
 
 class Experiment:
@@ -63,7 +77,11 @@ class Experiment:
     self.config = config
     self.workdir = workdir
     self.formula = priority.get(config.priority.name)
-    self.data = load_benchmark(config)
+    self.data, self.geo = load_data(config)
+    budget, pool = config.rounds.k * config.rounds.num_rounds, len(self.data['target_pool'])
+    if budget > pool:
+      raise ConfigError(f'config.rounds: k={config.rounds.k} x num_rounds={config.rounds.num_rounds} '
+                        f'= {budget} labels exceeds the {pool} chips of the target pool')
     self.networks = build_networks(config)
     self.mesh = make_mesh()
     self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size)
@@ -98,8 +116,13 @@ class Experiment:
 
   def evaluate(self, state) -> dict:
     tiles = self.scorer.evaluate_tiles(state.params, self.data['target_test'])
-    return tile_metrics.summarise(tiles, tiles['pred_iou'], self.networks.iou_smoothing,
-                                  tiles.get('subpopulation'), synthetic.SUBPOPULATIONS)
+    if 'subpopulation' in tiles:
+      groups, names = tiles['subpopulation'], synthetic.SUBPOPULATIONS
+    else:  # GeoTIFF chips: per test scene
+      scenes = [export.text(s) for s in tiles.get('scene', [])]
+      names = sorted(set(scenes)) or None
+      groups = np.array([names.index(s) for s in scenes]) if names else None
+    return tile_metrics.summarise(tiles, tiles['pred_iou'], self.networks.iou_smoothing, groups, names)
 
   def pretrain(self):
     c = self.config.pretrain
@@ -136,7 +159,26 @@ class Experiment:
         hparams={'alpha': cfg.priority.alpha, 'beta': cfg.priority.beta})
     faults.crash_point('scored', round_index)
     picked = selection.select(self.formula, stats, ctx)
+    if self.geo is not None:
+      self.export(state, stats, picked, round_index)
     return picked, score_seconds
+
+  def export(self, state, stats, picked, round_index: int) -> None:
+    """GeoTIFF runs: the round's chips, outlines, predictions and heat map."""
+    pool = self.data['target_pool']
+    fields = ('id', 'scene', 'window')
+    records = {k: np.concatenate([b[k] for b in pool.batches(256, fields=fields)]) for k in fields}
+    order = np.argsort(records['id'])
+    records = {k: v[order][np.searchsorted(records['id'][order], stats.ids)] for k, v in records.items()}
+    heat = picked.scores if picked.scores is not None else 1.0 - stats.pred_iou
+    chips = pool.read_ids(picked.ids) if len(picked.ids) else None
+    if chips is None:
+      return
+    masks = self.scorer.predict_masks(state.params, chips['image'])
+    export.export_round(self.workdir.export(round_index), scenes=self.geo['scenes'], selected=chips,
+                        pred_masks=masks, priorities=picked.priorities, pred_iou=picked.pred_iou,
+                        pool_records=records, pool_priority=np.asarray(heat),
+                        overlap=int(self.geo.get('overlap', 0)))
 
   def labelled_arrays(self, labelled: dict[int, LedgerEntry]) -> dict | None:
     fit = sorted(i for i, e in labelled.items() if not e.calibration)

@@ -84,6 +84,10 @@ class Networks:
         'embedding': embedding,
     }
 
+  def predict_mask(self, params: dict, image: jnp.ndarray) -> jnp.ndarray:
+    logits = self.forward_tile(params, image)[0]
+    return (jax.nn.sigmoid(logits) > self.threshold).astype(jnp.uint8)
+
   def tile_eval(self, params: dict, image: jnp.ndarray, mask: jnp.ndarray) -> dict:
     logits, feats, _, pred_iou = self.forward_tile(params, image)
     counts = tile_metrics.tile_counts(logits, mask, self.threshold)
@@ -100,6 +104,7 @@ class Scorer:
     self.batch_size = mesh_lib.batch_multiple(mesh, batch_size)
     self._stats = jax.jit(jax.vmap(networks.tile_stats, in_axes=(None, 0)))
     self._eval = jax.jit(jax.vmap(networks.tile_eval, in_axes=(None, 0, 0)))
+    self._predict = jax.jit(jax.vmap(networks.predict_mask, in_axes=(None, 0)))
     self.last_seconds = 0.0
 
   def _stream(self, fn, params, source: TileSource, positions, fields,
@@ -135,10 +140,19 @@ class Scorer:
                      entropy=cat['entropy'], fg_fraction=cat['fg_fraction'],
                      embedding=cat['embedding'])
 
+  def predict_masks(self, params: dict, images: np.ndarray) -> np.ndarray:
+    """Thresholded predictions of a few in-memory tiles (e.g. a selection)."""
+    out = []
+    for start in range(0, len(images), self.batch_size):
+      batch, valid = mesh_lib.pad_batch({'image': images[start:start + self.batch_size]}, self.batch_size)
+      pred = self._predict(mesh_lib.replicate(self.mesh, params), mesh_lib.shard_batch(self.mesh, batch['image']))
+      out.append(np.asarray(pred)[:valid])
+    return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], np.uint8)
+
   def evaluate_tiles(self, params: dict, source: TileSource,
                      positions: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-tile counts, true and predicted IoU and head inputs of labelled tiles."""
-    fields = ('id', 'image', 'mask') + (('subpopulation',) if source.has_field('subpopulation') else ())
+    fields = ('id', 'image', 'mask') + tuple(f for f in ('subpopulation', 'scene') if source.has_field(f))
     parts = []
     for batch, out in self._stream(self._eval, params, source, positions, fields, ('image', 'mask')):
       parts.append({**out, **{f: batch[f] for f in fields if f not in ('image', 'mask')}})

@@ -22,6 +22,7 @@ class Selection:
   ids: np.ndarray  # [k] tile ids in rank order
   priorities: np.ndarray  # [k]
   pred_iou: np.ndarray  # [k]
+  scores: np.ndarray | None = None  # [N] every pool tile's priority (score formulas only)
 
   def to_json(self) -> dict:
     return {
@@ -73,6 +74,8 @@ def select(formula: Formula, stats: PoolStats, ctx: SelectionContext) -> Selecti
     order = np.lexsort((stats.ids[candidates], -scores[candidates]))
     picks = candidates[order[:k]]
     prios = scores[picks]
+  all_scores = None if formula.greedy else scores
   if len(np.unique(picks)) != k or not selectable[picks].all():
     raise SelectionError(f'priority formula {formula.name!r} picked a labelled or repeated tile')
-  return Selection(stats.ids[picks].astype(np.int64), prios, np.asarray(stats.pred_iou)[picks])
+  return Selection(stats.ids[picks].astype(np.int64), prios, np.asarray(stats.pred_iou)[picks],
+                   all_scores)

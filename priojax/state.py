@@ -81,6 +81,9 @@ class Workdir:
   def config(self) -> pathlib.Path:
     return self.path / 'config.json'
 
+  def export(self, round_index: int) -> pathlib.Path:
+    return self.path / 'export' / f'round_{round_index}'
+
   def selected(self, round_index: int) -> pathlib.Path:
     return self.path / f'selected_round_{round_index}.json'
 

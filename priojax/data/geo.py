@@ -1,0 +1,231 @@
+"""GeoTIFF scenes and vector footprints to chips, through rasterio only.
+
+Scenes are never read whole: statistics come from a decimated read (GDAL
+samples blocks into an output of bounded size) and chips are read window by
+window. Footprints (GeoJSON Polygon / MultiPolygon, with a ``crs`` member or
+RFC 7946 WGS84) are reprojected to the scene's CRS once and rasterised per
+chip onto the chip's own grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Iterator, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.features
+import rasterio.warp
+import shapely.geometry
+import shapely.validation
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from priojax.errors import DataError
+
+WGS84 = CRS.from_epsg(4326)
+_STATS_SAMPLE_SIDE = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class BandStats:
+  """Per-band percentile range, mapped to [0, 255] when chips are read."""
+
+  low: tuple[float, ...]
+  high: tuple[float, ...]
+
+  def to_json(self) -> dict:
+    return {'low': list(self.low), 'high': list(self.high)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprints:
+  """Polygons in a scene's CRS, with their bounds for quick chip filtering."""
+
+  geometries: list[dict]
+  bounds: np.ndarray  # [N, 4] minx, miny, maxx, maxy
+  skipped: dict[str, int]  # reason -> count (reported, never silently dropped)
+
+  def within(self, left: float, bottom: float, right: float, top: float) -> list[dict]:
+    if not self.geometries:
+      return []
+    b = self.bounds
+    hit = (b[:, 0] <= right) & (b[:, 2] >= left) & (b[:, 1] <= top) & (b[:, 3] >= bottom)
+    return [self.geometries[i] for i in np.flatnonzero(hit)]
+
+
+def open_scene(path: str | pathlib.Path):
+  """Opens a georeferenced GeoTIFF or raises one DataError line naming it."""
+  path = str(path)
+  try:
+    src = rasterio.open(path)
+  except rasterio.errors.RasterioIOError as e:
+    reason = str(e).split('\n')[0]
+    raise DataError(f'{path}: not a readable GeoTIFF ({reason})') from None
+  if src.driver != 'GTiff':
+    src.close()
+    raise DataError(f'{path}: expected a GeoTIFF, found a {src.driver} file')
+  if src.crs is None:
+    src.close()
+    raise DataError(f'{path}: the scene has no CRS; expected a georeferenced GeoTIFF')
+  return src
+
+
+def _read(src, bands, **kwargs) -> np.ma.MaskedArray:
+  """``src.read`` with a corrupt or truncated file as one DataError line."""
+  try:
+    return src.read(list(bands), masked=True, **kwargs)
+  except rasterio.errors.RasterioError as e:
+    reason = str(e).split('\n')[0]
+    raise DataError(f'{src.name}: cannot read pixels, the file is truncated or corrupt ({reason})') from None
+
+
+def check_bands(path, src, bands: Sequence[int]) -> tuple[int, ...]:
+  if len(bands) not in (1, 3):
+    raise DataError(f'{path}: expected 1 or 3 bands to read, got {list(bands)}')
+  for b in bands:
+    if not 1 <= int(b) <= src.count:
+      raise DataError(f'{path}: band {b} does not exist (the file has {src.count} bands, numbered from 1)')
+  return tuple(int(b) for b in bands)
+
+
+def scene_statistics(src, bands: Sequence[int], percentiles=(2.0, 98.0)) -> BandStats:
+  """Percentiles of valid pixels from a decimated read of at most 512 px a side."""
+  scale = max(1.0, max(src.height, src.width) / _STATS_SAMPLE_SIDE)
+  shape = (len(bands), max(1, int(src.height / scale)), max(1, int(src.width / scale)))
+  data = _read(src, bands, out_shape=shape)
+  lows, highs = [], []
+  for band in data:
+    valid = band.compressed().astype(np.float64)
+    valid = valid[np.isfinite(valid)]
+    if valid.size == 0:
+      raise DataError(f'{src.name}: no valid pixels (everything is nodata or NaN)')
+    lo, hi = np.percentile(valid, percentiles)
+    lows.append(float(lo))
+    highs.append(float(hi if hi > lo else lo + 1.0))
+  return BandStats(tuple(lows), tuple(highs))
+
+
+def chip_windows(height: int, width: int, size: int, overlap: int) -> list[Window]:
+  """Windows of ``size`` px with ``overlap``; the last row/column is moved
+  back to the scene's edge so the whole scene is covered."""
+  if not 0 <= overlap < size:
+    raise DataError(f'chip overlap must be in [0, {size}), got {overlap}')
+  if height < size or width < size:
+    return []
+  stride = size - overlap
+
+  def offsets(n):
+    out = list(range(0, n - size + 1, stride))
+    if out[-1] != n - size:
+      out.append(n - size)
+    return out
+
+  return [Window(c, r, size, size) for r in offsets(height) for c in offsets(width)]
+
+
+def read_chip(src, window: Window, bands: Sequence[int], stats: BandStats,
+              max_nodata: float) -> tuple[np.ndarray, float] | None:
+  """(uint8 image [S, S, 3], valid fraction), or None for a mostly-nodata chip."""
+  data = _read(src, bands, window=window)
+  invalid = np.ma.getmaskarray(data).any(axis=0) | ~np.isfinite(data.filled(0)).all(axis=0)
+  valid_fraction = 1.0 - float(invalid.mean())
+  if 1.0 - valid_fraction > max_nodata:
+    return None
+  low = np.asarray(stats.low)[:, None, None]
+  high = np.asarray(stats.high)[:, None, None]
+  x = (np.nan_to_num(data.filled(low[:, 0, 0].mean()).astype(np.float64)) - low) / (high - low)
+  image = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+  image[:, invalid] = 0
+  if image.shape[0] == 1:
+    image = np.repeat(image, 3, axis=0)
+  return np.ascontiguousarray(image.transpose(1, 2, 0)), valid_fraction
+
+
+def read_geojson(path: str | pathlib.Path) -> tuple[list[dict], CRS]:
+  """Features of a GeoJSON file and their CRS (RFC 7946: WGS84 when absent)."""
+  path = str(path)
+  try:
+    with open(path) as f:
+      obj = json.load(f)
+  except OSError as e:
+    raise DataError(f'{path}: cannot read the label file ({e.strerror})') from None
+  except json.JSONDecodeError as e:
+    raise DataError(f'{path}: not valid GeoJSON (JSON error at line {e.lineno}: {e.msg})') from None
+  if not isinstance(obj, dict) or 'type' not in obj:
+    raise DataError(f'{path}: not GeoJSON (expected an object with a "type" member)')
+  crs = WGS84
+  if obj.get('crs') is not None:
+    name = (obj['crs'].get('properties') or {}).get('name') if isinstance(obj['crs'], dict) else None
+    try:
+      crs = CRS.from_user_input(name)
+    except (rasterio.errors.CRSError, TypeError, ValueError):
+      raise DataError(f'{path}: cannot read its "crs" member {obj["crs"]!r}; '
+                      'expected e.g. {"type": "name", "properties": {"name": "EPSG:32633"}}') from None
+  if obj['type'] == 'FeatureCollection':
+    features = obj.get('features')
+    if not isinstance(features, list):
+      raise DataError(f'{path}: FeatureCollection without a "features" list')
+  elif obj['type'] == 'Feature':
+    features = [obj]
+  else:
+    features = [{'type': 'Feature', 'geometry': obj, 'properties': {}}]
+  return features, crs
+
+
+def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
+  """Building polygons of a GeoJSON file, repaired and reprojected to ``dst_crs``."""
+  features, crs = read_geojson(path)
+  geoms, bounds, skipped = [], [], {}
+
+  def skip(reason):
+    skipped[reason] = skipped.get(reason, 0) + 1
+
+  for feature in features:
+    geometry = feature.get('geometry') if isinstance(feature, dict) else None
+    if not geometry:
+      skip('no geometry')
+      continue
+    if geometry.get('type') not in ('Polygon', 'MultiPolygon'):
+      skip(f'{geometry.get("type")} is not a footprint')
+      continue
+    try:
+      shape = shapely.geometry.shape(geometry)
+    except (ValueError, TypeError, AttributeError, IndexError):
+      skip('malformed coordinates')
+      continue
+    if shape.is_empty:
+      skip('empty polygon')
+      continue
+    if not shape.is_valid:
+      shape = shapely.validation.make_valid(shape)  # self-intersections: repaired
+      skipped['repaired (self-intersecting)'] = skipped.get('repaired (self-intersecting)', 0) + 1
+    geometry = shapely.geometry.mapping(shape)
+    if CRS.from_user_input(dst_crs) != crs:
+      geometry = rasterio.warp.transform_geom(crs, dst_crs, geometry)
+    geoms.append(geometry)
+    bounds.append(rasterio.features.bounds(geometry))
+  return Footprints(geoms, np.asarray(bounds, np.float64).reshape(-1, 4), skipped)
+
+
+def rasterize_chip(footprints: Footprints, transform, size: int) -> np.ndarray:
+  """Footprints burnt onto one chip's grid (pixel centres inside -> 1)."""
+  left, top = transform @ (0, 0)
+  right, bottom = transform @ (size, size)
+  shapes = footprints.within(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+  if not shapes:
+    return np.zeros((size, size), np.uint8)
+  return rasterio.features.rasterize(((g, 1) for g in shapes), out_shape=(size, size),
+                                     transform=transform, fill=0, dtype=np.uint8)
+
+
+def iter_chips(src, bands, stats: BandStats, size: int, overlap: int,
+               max_nodata: float) -> Iterator[tuple[int, Window, np.ndarray, float]]:
+  """(chip index, window, image, valid fraction) for each kept chip."""
+  for index, window in enumerate(chip_windows(src.height, src.width, size, overlap)):
+    chip = read_chip(src, window, bands, stats, max_nodata)
+    if chip is not None:
+      yield index, window, chip[0], chip[1]

@@ -1,0 +1,123 @@
+"""The manifest: which scenes, which label files, which region each is.
+
+A YAML or JSON file (JSON is YAML), paths relative to the manifest::
+
+  tile_size: 64          # optional, else config.data.tile_size
+  overlap: 0             # px shared by neighbouring chips
+  max_nodata: 0.5        # chips with more nodata than this are skipped
+  bands: [1, 2, 3]       # default bands to read (1 band is replicated to RGB)
+  scenes:
+    - {image: source/a.tif, labels: source/a.geojson, region: source}
+    - {image: crisis/b.tif, region: target_pool, bands: [3, 2, 1]}
+    - {image: crisis/c.tif, labels: crisis/c.geojson, region: target_test}
+
+Regions: ``source`` (pretraining; split into train/val by chip),
+``target_pool`` (the tiles to prioritise; labels optional) and
+``target_test`` (evaluation; labels required).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+
+import yaml
+
+from priojax.errors import DataError
+
+REGIONS = ('source', 'target_pool', 'target_test')
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneSpec:
+  id: str
+  image: pathlib.Path
+  labels: pathlib.Path | None
+  region: str
+  bands: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+  path: pathlib.Path
+  scenes: tuple[SceneSpec, ...]
+  tile_size: int | None
+  overlap: int
+  max_nodata: float
+
+  def fingerprint(self) -> str:
+    """Changes whenever the manifest or any file it names changes."""
+    h = hashlib.sha256(self.path.read_bytes())
+    for s in self.scenes:
+      for p in (s.image, s.labels):
+        if p is not None:
+          st = p.stat()
+          h.update(f'{p}:{st.st_size}:{st.st_mtime_ns}'.encode())
+    return h.hexdigest()[:12]
+
+  def region(self, name: str) -> list[SceneSpec]:
+    return [s for s in self.scenes if s.region == name]
+
+
+def _field(path, where: str, obj: dict, name: str, kind, default=None, required=False):
+  if name not in obj or obj[name] is None:
+    if required:
+      raise DataError(f'{path}: {where} has no "{name}"; expected {kind.__name__ if isinstance(kind, type) else kind}')
+    return default
+  value = obj[name]
+  ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+  if not ok:
+    expected = kind.__name__ if isinstance(kind, type) else ' or '.join(k.__name__ for k in kind)
+    raise DataError(f'{path}: {where}.{name} is {value!r}; expected {expected}')
+  return value
+
+
+def load_manifest(path: str | pathlib.Path) -> Manifest:
+  path = pathlib.Path(path).expanduser().absolute()
+  try:
+    obj = yaml.safe_load(path.read_text())
+  except OSError as e:
+    raise DataError(f'{path}: cannot read the manifest ({e.strerror})') from None
+  except yaml.YAMLError as e:
+    raise DataError(f'{path}: not valid YAML/JSON ({str(e).splitlines()[0]})') from None
+  if not isinstance(obj, dict):
+    raise DataError(f'{path}: expected a mapping with a "scenes" list, got {type(obj).__name__}')
+  scenes_obj = _field(path, 'the manifest', obj, 'scenes', list, required=True)
+  if not scenes_obj:
+    raise DataError(f'{path}: "scenes" is empty; expected at least one scene')
+  default_bands = _field(path, 'the manifest', obj, 'bands', list, default=[1, 2, 3])
+  scenes, seen = [], set()
+  for i, s in enumerate(scenes_obj):
+    where = f'scenes[{i}]'
+    if not isinstance(s, dict):
+      raise DataError(f'{path}: {where} is {s!r}; expected a mapping with "image" and "region"')
+    image = path.parent / _field(path, where, s, 'image', str, required=True)
+    labels = _field(path, where, s, 'labels', str)
+    labels = path.parent / labels if labels else None
+    region = _field(path, where, s, 'region', str, required=True)
+    if region not in REGIONS:
+      raise DataError(f'{path}: {where}.region is {region!r}; expected one of {", ".join(REGIONS)}')
+    if region in ('source', 'target_test') and labels is None:
+      raise DataError(f'{path}: {where} is in region {region!r} and needs "labels" (a GeoJSON of footprints)')
+    bands = _field(path, where, s, 'bands', list, default=default_bands)
+    if not bands or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands):
+      raise DataError(f'{path}: {where}.bands is {bands!r}; expected a list of band numbers from 1')
+    scene_id = _field(path, where, s, 'id', str, default=image.stem)
+    if scene_id in seen:
+      raise DataError(f'{path}: {where}.id {scene_id!r} is used twice; scene ids must be unique')
+    seen.add(scene_id)
+    for p, what in ((image, 'image'), (labels, 'labels')):
+      if p is not None and not p.is_file():
+        raise DataError(f'{path}: {where}.{what} {p} does not exist')
+    scenes.append(SceneSpec(scene_id, image, labels, region, tuple(bands)))
+  for region in REGIONS:
+    if not any(s.region == region for s in scenes):
+      raise DataError(f'{path}: no scene in region {region!r}; expected at least one '
+                      '(source to pretrain, target_pool to prioritise, target_test to evaluate)')
+  tile_size = _field(path, 'the manifest', obj, 'tile_size', int)
+  overlap = _field(path, 'the manifest', obj, 'overlap', int, default=0)
+  max_nodata = float(_field(path, 'the manifest', obj, 'max_nodata', (int, float), default=0.5))
+  if not 0.0 <= max_nodata <= 1.0:
+    raise DataError(f'{path}: max_nodata is {max_nodata}; expected a fraction in [0, 1]')
+  return Manifest(path, tuple(scenes), tile_size, overlap, max_nodata)

@@ -1,0 +1,110 @@
+"""A round's selection, written for annotators as georeferenced files.
+
+``export/round_<r>/`` holds, for chips cut from GeoTIFF scenes:
+
+* ``chips/<id>.tif`` — each selected chip (the model's RGB input), with the
+  chip's own transform and the scene's CRS;
+* ``selected.geojson`` — the selected chips' outlines (WGS84, RFC 7946)
+  with ``id``, ``scene``, ``rank``, ``priority`` and ``pred_iou``;
+* ``predictions/<id>.geojson`` — the model's predicted building polygons on
+  each selected chip (``rasterio.features.shapes``), a starting point to edit;
+* ``heatmap_<scene>.tif`` — a coarse float32 grid over each scene, one cell
+  per chip stride, holding the chip's priority (NaN where no chip was scored),
+  in the scene's CRS: it opens in QGIS over the imagery.
+
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import rasterio
+import rasterio.features
+import rasterio.warp
+from affine import Affine
+from rasterio.crs import CRS
+
+from priojax.data.geo import WGS84
+from priojax.state import atomic_write_text
+
+
+def _atomic_path(path: pathlib.Path) -> pathlib.Path:
+  return path.with_name(f'.{path.name}.tmp')
+
+
+def write_geotiff(path: pathlib.Path, data: np.ndarray, crs, transform, nodata=None) -> None:
+  """``data`` is [bands, H, W]."""
+  tmp = _atomic_path(path)
+  profile = dict(driver='GTiff', height=data.shape[1], width=data.shape[2], count=data.shape[0],
+                 dtype=data.dtype, crs=crs, transform=transform, nodata=nodata)
+  with rasterio.open(tmp, 'w', **profile) as dst:
+    dst.write(data)
+  os.replace(tmp, path)
+
+
+def write_geojson(path: pathlib.Path, features: list[dict]) -> None:
+  atomic_write_text(path, json.dumps({'type': 'FeatureCollection', 'features': features}))
+
+
+def chip_outline(transform: Affine, size: int, crs) -> dict:
+  corners = [transform @ xy for xy in ((0, 0), (size, 0), (size, size), (0, size), (0, 0))]
+  ring = {'type': 'Polygon', 'coordinates': [[list(c) for c in corners]]}
+  return rasterio.warp.transform_geom(crs, WGS84, ring)
+
+
+def mask_polygons(mask: np.ndarray, transform: Affine, crs) -> list[dict]:
+  """Predicted buildings as WGS84 polygons."""
+  shapes = rasterio.features.shapes(mask.astype(np.uint8), mask=mask > 0, transform=transform)
+  return [{'type': 'Feature', 'properties': {'building': 1},
+           'geometry': rasterio.warp.transform_geom(crs, WGS84, geom)} for geom, _ in shapes]
+
+
+def export_round(directory: pathlib.Path, *, scenes: dict, selected: dict, pred_masks: np.ndarray,
+                 priorities: np.ndarray, pred_iou: np.ndarray, pool_records: dict,
+                 pool_priority: np.ndarray, overlap: int) -> pathlib.Path:
+  """Writes the round's files; ``selected`` holds the chips' records in rank
+  order, ``pool_records`` the window/scene/id of every scored pool chip."""
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / 'chips').mkdir(exist_ok=True)
+  (directory / 'predictions').mkdir(exist_ok=True)
+  outlines = []
+  for rank, chip_id in enumerate(selected['id']):
+    scene = scenes[text(selected['scene'][rank])]
+    crs = CRS.from_wkt(scene['crs'])
+    transform = Affine(*selected['transform'][rank])
+    size = selected['image'].shape[1]
+    write_geotiff(directory / 'chips' / f'{int(chip_id)}.tif',
+                  np.ascontiguousarray(selected['image'][rank].transpose(2, 0, 1)), crs, transform)
+    write_geojson(directory / 'predictions' / f'{int(chip_id)}.geojson',
+                  mask_polygons(pred_masks[rank], transform, crs))
+    outlines.append({'type': 'Feature', 'geometry': chip_outline(transform, size, crs), 'properties': {
+        'id': int(chip_id), 'scene': text(selected['scene'][rank]), 'rank': rank + 1,
+        'priority': float(priorities[rank]), 'pred_iou': float(pred_iou[rank])}})
+  write_geojson(directory / 'selected.geojson', outlines)
+  for name, scene in scenes.items():
+    if scene['region'] == 'target_pool':
+      _heatmap(directory / f'heatmap_{name}.tif', name, scene, pool_records, pool_priority, overlap)
+  return directory
+
+
+def _heatmap(path, name, scene, records, priority, overlap) -> None:
+  in_scene = np.array([text(s) == name for s in records['scene']])
+  windows = records['window'][in_scene]
+  size = int(windows[0, 2]) if len(windows) else 1
+  stride = max(1, size - overlap)
+  rows, cols = -(-scene['height'] // stride), -(-scene['width'] // stride)
+  grid = np.full((1, rows, cols), np.nan, np.float32)
+  for (row, col, _, _), value in zip(windows, priority[in_scene]):
+    r, c = min(rows - 1, int(round(row / stride))), min(cols - 1, int(round(col / stride)))
+    grid[0, r, c] = max(value, np.nan_to_num(grid[0, r, c], nan=-np.inf))
+  transform = Affine(*scene['transform']) * Affine.scale(stride)
+  write_geotiff(path, grid, CRS.from_wkt(scene['crs']), transform, nodata=float('nan'))
+
+
+def text(value) -> str:
+  """TFDS Text features come back as bytes."""
+  return value.decode() if isinstance(value, bytes) else str(value)

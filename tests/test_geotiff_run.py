@@ -1,0 +1,96 @@
+"""A user's GeoTIFF scenes through the manifest, the TFDS builder, the loop
+and the per-round export for annotators."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from geo_fixtures import MERCATOR, write_project
+from priojax import loop
+from priojax.data import geo_builder
+from priojax.data.manifest import load_manifest
+from priojax.errors import DataError
+
+
+@pytest.fixture(scope='module')
+def project(tmp_path_factory):
+  return write_project(tmp_path_factory.mktemp('project'))
+
+
+def test_builder_splits_and_georeference(project, tmp_path):
+  manifest = load_manifest(project)
+  cfg = geo_builder.make_geo_config(manifest, tile_size=64, source_val_fraction=0.25, seed=0)
+  assert cfg.tile_size == 32  # the manifest's tile size wins
+  sources, meta = geo_builder.load_geo_chips(cfg, str(tmp_path))
+  sizes = {k: len(v) for k, v in sources.items()}
+  assert sizes['source_train'] + sizes['source_val'] == 9 and sizes['source_val'] > 0
+  assert sizes['target_pool'] == sizes['target_test'] == 9
+  scenes = meta['scenes']
+  assert CRS.from_wkt(scenes['pool']['crs']) == MERCATOR
+  for rec in (sources['target_pool'][i] for i in range(9)):
+    scene = scenes[rec['scene'].decode()]
+    row, col = rec['window'][:2]
+    assert Affine(*rec['transform']) @ (0, 0) == Affine(*scene['transform']) @ (col, row)
+    assert rec['id'] // geo_builder.CHIPS_PER_SCENE == scene['index']
+    assert rec['has_label']
+
+
+@pytest.mark.parametrize('content, pattern', [
+    ('{"scenes": []}', '"scenes" is empty; expected at least one scene'),
+    ('scenes: [{image: nope.tif, region: target_pool}]', r'scenes\[0\].image .*nope.tif does not exist'),
+    ('{"scenes": [{"image": "pool.tif", "region": "crisis"}]}', "region is 'crisis'; expected one of"),
+    ('{"scenes": [{"image": "src.tif", "region": "source"}]}', 'needs "labels"'),
+    ('{"scenes": [{"image": "pool.tif", "region": "target_pool"}]}', "no scene in region 'source'"),
+    ('[1, 2', 'not valid YAML/JSON'),
+    ('{"scenes": [{"image": "pool.tif", "region": "target_pool", "bands": ["r"]}]}', 'bands is'),
+])
+def test_bad_manifests_are_one_line(project, content, pattern):
+  bad = project.parent / 'bad_manifest.yaml'
+  bad.write_text(content)
+  with pytest.raises(DataError, match=pattern) as info:
+    load_manifest(bad)
+  assert '\n' not in str(info.value) and str(bad) in str(info.value)
+
+
+def test_missing_manifest(tmp_path):
+  with pytest.raises(DataError, match='cannot read the manifest'):
+    load_manifest(tmp_path / 'none.yaml')
+
+
+def test_loop_on_geotiff_scenes_exports_the_selection(project, tmp_path, data_dir):
+  from configs import iou_priority
+
+  config = iou_priority.get_config('smoke,geotiff')
+  config.data.manifest = str(project)
+  config.data.data_dir = data_dir
+  config.rounds.k = 3
+  history = loop.run(config, str(tmp_path / 'w'))
+  assert [r['labels'] for r in history] == [0, 3]
+  assert 'tile_iou/test' in history[1]
+  out = tmp_path / 'w' / 'export' / 'round_1'
+  selected = json.loads((tmp_path / 'w' / 'selected_round_1.json').read_text())
+  outlines = json.loads((out / 'selected.geojson').read_text())['features']
+  assert [f['properties']['id'] for f in outlines] == selected['ids']
+  assert [f['properties']['rank'] for f in outlines] == [1, 2, 3]
+  scenes = json.loads(project.read_text())['scenes']
+  with rasterio.open(project.parent / 'pool.tif') as scene:
+    scene_bounds, scene_crs = scene.bounds, scene.crs
+    for chip_id in selected['ids']:
+      with rasterio.open(out / 'chips' / f'{chip_id}.tif') as chip:
+        assert chip.crs == scene_crs and chip.count == 3 and chip.width == 32
+        # The chip lies exactly on a 32 px window of the scene's grid.
+        col, row = ~scene.transform @ (chip.bounds.left, chip.bounds.top)
+        assert abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
+        assert chip.bounds.left >= scene_bounds.left - 1e-6 and chip.bounds.right <= scene_bounds.right + 1e-6
+      preds = json.loads((out / 'predictions' / f'{chip_id}.geojson').read_text())
+      assert preds['type'] == 'FeatureCollection'
+    with rasterio.open(out / 'heatmap_pool.tif') as heat:
+      assert heat.crs == scene_crs
+      assert np.allclose(heat.bounds, scene_bounds)
+      values = heat.read(1)
+      assert np.isfinite(values).sum() == 9  # one cell per scored chip
+  assert len(scenes) == 3
