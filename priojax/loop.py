@@ -32,7 +32,8 @@ from priojax.errors import ConfigError, DataError, WorkdirError
 from priojax.mesh import make_mesh
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
-from priojax.oracle import BenchmarkOracle, LedgerEntry, is_calibration, mask_hash
+from priojax.annotations import AwaitingLabels, HumanOracle
+from priojax.oracle import BenchmarkOracle, LedgerEntry, is_calibration, mask_hash, verify_labels
 from priojax.report import MetricsWriter, plot_learning_curve
 from priojax.scoring import Networks, Scorer
 from priojax.state import RoundCheckpoints, Workdir, atomic_write_json
@@ -87,10 +88,19 @@ class Experiment:
     self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size)
     self.trainer = Trainer(self.networks, self.mesh, head_loss=HeadLoss(
         config.head.rank_weight, config.head.rank_margin))
-    self.oracle = BenchmarkOracle(self.data['target_pool'])
+    self.oracle = self._make_oracle()
     self.source_train = self.data['source_train'].read_all()
     self.ckpts = RoundCheckpoints(workdir.checkpoints)
     self.writer = MetricsWriter(workdir)
+
+  def _make_oracle(self):
+    pool = self.data['target_pool']
+    if self.geo is not None:
+      labelled = np.concatenate([b['has_label'] for b in pool.batches(256, fields=('has_label',))])
+      if not labelled.all():
+        logging.info('target pool has unlabelled chips: human-in-the-loop mode')
+        return HumanOracle(pool, self.geo['scenes'], self.workdir)
+    return BenchmarkOracle(pool)
 
   def template(self):
     params = self.networks.init(rngs.round_key(self.config.seed, 0, 'init'), self.config.data.tile_size)
@@ -185,7 +195,7 @@ class Experiment:
     if not fit:
       return None
     data = self.oracle.reveal(fit)
-    self.oracle.check([labelled[i] for i in fit], data)
+    verify_labels(self.oracle.pool.name, [labelled[i] for i in fit], data)
     return {'image': data['image'], 'mask': data['mask']}
 
 
@@ -233,10 +243,15 @@ def run(config, workdir: str) -> list[dict]:
     picked, score_seconds = exp.select(state, labelled, r)
     atomic_write_json(wd.selected(r), {'round': r, 'formula': exp.formula.name, **picked.to_json()})
     faults.crash_point('selected', r)
-    revealed = exp.oracle.reveal(picked.ids)
-    for tile_id, mask in zip(picked.ids, revealed.get('mask', [])):
+    try:
+      revealed, sources = exp.oracle.label_round(r, picked.ids)
+    except AwaitingLabels as waiting:
+      logging.info('%s', waiting)
+      print(f'waiting for labels: {waiting}', flush=True)
+      break
+    for tile_id, mask, source in zip(picked.ids, revealed.get('mask', []), sources):
       labelled[int(tile_id)] = LedgerEntry(
-          id=int(tile_id), round=r, source=exp.oracle.name, sha256=mask_hash(mask),
+          id=int(tile_id), round=r, source=source, sha256=mask_hash(mask),
           calibration=is_calibration(seed, tile_id, config.head.holdout_fraction))
     faults.crash_point('revealed', r)
     t_ft = time.perf_counter()

@@ -43,12 +43,19 @@ class BenchmarkOracle:
       return {}
     return self.pool.read_ids([int(i) for i in ids])
 
-  def check(self, entries: list[LedgerEntry], revealed: dict[str, np.ndarray]) -> None:
-    """Labels read again on resume must be the ones recorded."""
-    for entry, mask in zip(entries, revealed.get('mask', [])):
-      if mask_hash(mask) != entry.sha256:
-        raise DataError(f'{self.pool.name}: the mask of tile {entry.id} changed since round '
-                        f'{entry.round} (hash {mask_hash(mask)} != {entry.sha256})')
+  def label_round(self, round_index: int, ids) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The masks of this round's picks and where each came from."""
+    del round_index
+    return self.reveal(ids), [self.name] * len(ids)
+
+
+
+def verify_labels(where: str, entries: list[LedgerEntry], revealed: dict[str, np.ndarray]) -> None:
+  """Labels read again on resume must be the ones the ledger recorded."""
+  for entry, mask in zip(entries, revealed.get('mask', [])):
+    if mask_hash(mask) != entry.sha256:
+      raise DataError(f'{where}: the mask of tile {entry.id} changed since round {entry.round} '
+                      f'(hash {mask_hash(mask)} != {entry.sha256}, from {entry.source})')
 
 
 def is_calibration(seed: int, tile_id: int, fraction: float) -> bool:

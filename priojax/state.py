@@ -30,13 +30,12 @@ import orbax.checkpoint as ocp
 from priojax.errors import WorkdirError
 
 
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-  """Write-temp, fsync, rename: readers see the old file or the new one."""
+def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
   path = pathlib.Path(path)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -44,6 +43,11 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
+  """Write-temp, fsync, rename: readers see the old file or the new one."""
+  atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: pathlib.Path, obj: Any) -> None:
@@ -83,6 +87,13 @@ class Workdir:
 
   def export(self, round_index: int) -> pathlib.Path:
     return self.path / 'export' / f'round_{round_index}'
+
+  def annotations(self, round_index: int) -> pathlib.Path:
+    """Where annotators put their GeoJSON for the round (human mode)."""
+    return self.path / 'annotations' / f'round_{round_index}'
+
+  def imported_labels(self, round_index: int) -> pathlib.Path:
+    return self.path / 'labels' / f'round_{round_index}.npz'
 
   def selected(self, round_index: int) -> pathlib.Path:
     return self.path / f'selected_round_{round_index}.json'

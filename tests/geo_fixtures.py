@@ -73,8 +73,9 @@ def rgb_scene_with_buildings(rng, height, width, rects) -> np.ndarray:
   return img
 
 
-def write_project(root: pathlib.Path, *, size=96, seed=0, pool_labels=True) -> pathlib.Path:
-  """Three small RGB scenes (UTM source, Mercator pool and test) and a manifest."""
+def write_project(root: pathlib.Path, *, size=96, seed=0, pool_labels=True, truth=None) -> pathlib.Path:
+  """Three small RGB scenes (UTM source, Mercator pool and test) and a manifest;
+  ``truth``, a dict, receives each scene's (rects, transform, crs)."""
   rng = np.random.default_rng(seed)
   root.mkdir(parents=True, exist_ok=True)
   scenes = []
@@ -83,6 +84,8 @@ def write_project(root: pathlib.Path, *, size=96, seed=0, pool_labels=True) -> p
                                     ('test', MERCATOR, (1510000.0, 5000000.0), 'target_test')):
     transform = Affine(0.5, 0, origin[0], 0, -0.5, origin[1])
     rects = pixel_rects(rng, size, size, 10)
+    if truth is not None:
+      truth[name] = (rects, transform, crs)
     write_scene(root / f'{name}.tif', rgb_scene_with_buildings(rng, size, size, rects), crs, transform)
     entry = {'image': f'{name}.tif', 'region': region}
     if region != 'target_pool' or pool_labels:

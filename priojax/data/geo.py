@@ -48,6 +48,7 @@ class Footprints:
   geometries: list[dict]
   bounds: np.ndarray  # [N, 4] minx, miny, maxx, maxy
   skipped: dict[str, int]  # reason -> count (reported, never silently dropped)
+  feature_index: np.ndarray  # [N] position of each geometry's feature in the file
 
   def within(self, left: float, bottom: float, right: float, top: float) -> list[dict]:
     if not self.geometries:
@@ -179,12 +180,12 @@ def read_geojson(path: str | pathlib.Path) -> tuple[list[dict], CRS]:
 def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
   """Building polygons of a GeoJSON file, repaired and reprojected to ``dst_crs``."""
   features, crs = read_geojson(path)
-  geoms, bounds, skipped = [], [], {}
+  geoms, bounds, index, skipped = [], [], [], {}
 
   def skip(reason):
     skipped[reason] = skipped.get(reason, 0) + 1
 
-  for feature in features:
+  for position, feature in enumerate(features):
     geometry = feature.get('geometry') if isinstance(feature, dict) else None
     if not geometry:
       skip('no geometry')
@@ -208,7 +209,9 @@ def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
       geometry = rasterio.warp.transform_geom(crs, dst_crs, geometry)
     geoms.append(geometry)
     bounds.append(rasterio.features.bounds(geometry))
-  return Footprints(geoms, np.asarray(bounds, np.float64).reshape(-1, 4), skipped)
+    index.append(position)
+  return Footprints(geoms, np.asarray(bounds, np.float64).reshape(-1, 4), skipped,
+                    np.asarray(index, np.int64))
 
 
 def rasterize_chip(footprints: Footprints, transform, size: int) -> np.ndarray:

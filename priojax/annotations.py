@@ -1,0 +1,183 @@
+"""Human mode: labels come back from annotators as GeoJSON polygons.
+
+When the target pool has no labels, a round stops after the export and asks
+for ``annotations/round_<r>/`` in the workdir. Annotators return either
+
+* one file per selected chip, ``<chip id>.geojson`` (start from
+  ``export/round_<r>/predictions/<chip id>.geojson``); an empty
+  FeatureCollection says "no buildings here"; or
+* any other ``*.geojson`` files covering the selection, whose polygons are
+  assigned to the selected chips they overlap (such a file labels every
+  selected chip).
+
+Rerunning the same command redoes the round's scoring and selection exactly
+(same ids), imports the polygons (reprojected to each chip's scene CRS,
+repaired if self-intersecting, rasterised onto the chip's grid), stores the
+masks in ``labels/round_<r>.npz`` and continues. Polygons outside every chip,
+polygons on chips that were not selected, files naming unknown chips and
+invalid geometries are counted per file in ``import_report.json`` and the
+log; none stops the import, none is silently dropped.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from absl import logging
+from affine import Affine
+from rasterio.crs import CRS
+
+from priojax.data import geo
+from priojax.data.pool import TileSource
+from priojax.export import text
+from priojax.state import Workdir, atomic_write_bytes, atomic_write_json
+
+
+class AwaitingLabels(Exception):
+  """Not an error: the round waits for annotators; the message says where."""
+
+
+def _chip_bounds(transform: Affine, size: int) -> tuple[float, float, float, float]:
+  (x0, y0), (x1, y1) = transform @ (0, 0), transform @ (size, size)
+  return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def _overlaps(bounds: np.ndarray, box) -> np.ndarray:
+  return _any_overlap(bounds, np.asarray([box], np.float64))
+
+
+class HumanOracle:
+  """Imports annotators' polygons for the selected chips of a GeoTIFF pool."""
+
+  name = 'import'
+
+  def __init__(self, pool: TileSource, scenes: dict, workdir: Workdir):
+    self.pool = pool
+    self.scenes = scenes
+    self.workdir = workdir
+    self._pool_boxes: dict[str, np.ndarray] | None = None
+
+  # --- re-reading labels imported in earlier rounds -----------------------
+
+  def _stored_masks(self) -> dict[int, np.ndarray]:
+    masks = {}
+    for path in sorted((self.workdir.path / 'labels').glob('round_*.npz')):
+      with np.load(path) as f:
+        masks.update({int(i): m for i, m in zip(f['ids'], f['masks'])})
+    return masks
+
+  def reveal(self, ids) -> dict[str, np.ndarray]:
+    if len(ids) == 0:
+      return {}
+    data = self.pool.read_ids([int(i) for i in ids])
+    stored = self._stored_masks()
+    data['mask'] = np.stack([stored[int(i)] for i in ids])
+    return data
+
+  # --- importing a round ----------------------------------------------------
+
+  def _pool_chip_boxes(self) -> dict[str, np.ndarray]:
+    """Per scene, the bounds of every pool chip (to tell 'unselected chip'
+    from 'outside every chip')."""
+    if self._pool_boxes is None:
+      boxes: dict[str, list] = {}
+      for batch in self.pool.batches(256, fields=('scene', 'transform', 'window')):
+        for scene, t, w in zip(batch['scene'], batch['transform'], batch['window']):
+          boxes.setdefault(text(scene), []).append(_chip_bounds(Affine(*t), int(w[2])))
+      self._pool_boxes = {k: np.asarray(v) for k, v in boxes.items()}
+    return self._pool_boxes
+
+  def label_round(self, round_index: int, ids) -> tuple[dict[str, np.ndarray], list[str]]:
+    ids = [int(i) for i in ids]
+    folder = self.workdir.annotations(round_index)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = sorted(folder.glob('*.geojson'))
+    per_chip = {int(p.stem): p for p in files if p.stem.isdigit()}
+    combined = [p for p in files if not p.stem.isdigit()]
+    missing = [] if combined else [i for i in ids if i not in per_chip]
+    if missing:
+      raise AwaitingLabels(
+          f'round {round_index}: {len(ids)} chips selected, {len(missing)} still to label; the files for '
+          f'annotators are in {self.workdir.export(round_index)}. Put one GeoJSON per chip '
+          f'(<chip id>.geojson, polygons of its buildings) or GeoJSON covering all of them in {folder}, '
+          f'then rerun the same command. Missing: {", ".join(map(str, missing[:10]))}'
+          f'{" ..." if len(missing) > 10 else ""}')
+    chips = self.pool.read_ids(ids)
+    size = chips['image'].shape[1]
+    masks = np.zeros((len(ids), size, size), np.uint8)
+    sources = [''] * len(ids)
+    report: dict[str, dict[str, int]] = {}
+
+    def note(path, what, n=1):
+      report.setdefault(path.name, {})
+      report[path.name][what] = report[path.name].get(what, 0) + n
+
+    for chip_id, path in per_chip.items():
+      if chip_id not in ids:
+        note(path, 'file names a chip that was not selected this round')
+    for rank, chip_id in enumerate(ids):
+      scene = text(chips['scene'][rank])
+      transform = Affine(*chips['transform'][rank])
+      crs = CRS.from_wkt(self.scenes[scene]['crs'])
+      box = _chip_bounds(transform, size)
+      own = per_chip.get(chip_id)
+      for path in ([own] if own else []) + combined:
+        fp = geo.load_footprints(path, crs)
+        inside = _overlaps(fp.bounds, box) if len(fp.geometries) else np.zeros(0, bool)
+        if inside.any():
+          mask = geo.rasterize_chip(fp, transform, size)
+          masks[rank] = np.maximum(masks[rank], mask)
+        if path is own:
+          for reason, n in fp.skipped.items():
+            note(path, reason, n)
+          if (~inside).any():
+            note(path, 'polygons outside their chip', int((~inside).sum()))
+        sources[rank] = f'import:{path.name}' if not sources[rank] else sources[rank]
+    for path in combined:
+      self._report_combined(path, ids, chips, size, note)
+    atomic_write_json(self.workdir.export(round_index) / 'import_report.json', report)
+    for name, counts in report.items():
+      logging.warning('%s: %s', folder / name, ', '.join(f'{n} {what}' for what, n in counts.items()))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, ids=np.asarray(ids, np.int64), masks=masks)
+    self.workdir.imported_labels(round_index).parent.mkdir(exist_ok=True)
+    atomic_write_bytes(self.workdir.imported_labels(round_index), buf.getvalue())
+    return {**chips, 'mask': masks}, sources
+
+  def _report_combined(self, path, ids, chips, size, note) -> None:
+    """Counts a combined file's polygons that reach no selected chip: those on
+    chips that were not selected, and those outside every pool chip."""
+    n = len(geo.read_geojson(path)[0])
+    on_selected, on_pool, valid = (np.zeros(n, bool) for _ in range(3))
+    boxes = self._pool_chip_boxes()
+    first = True
+    for scene, meta in self.scenes.items():
+      if meta['region'] != 'target_pool':
+        continue
+      fp = geo.load_footprints(path, CRS.from_wkt(meta['crs']))
+      if first:  # skipped/repaired counts do not depend on the target CRS
+        for reason, count in fp.skipped.items():
+          note(path, reason, count)
+        first = False
+      if not fp.geometries:
+        continue
+      index = fp.feature_index
+      valid[index] = True
+      selected = np.asarray([_chip_bounds(Affine(*chips['transform'][r]), size)
+                             for r in range(len(ids)) if text(chips['scene'][r]) == scene]).reshape(-1, 4)
+      on_selected[index] |= _any_overlap(fp.bounds, selected)
+      on_pool[index] |= _any_overlap(fp.bounds, boxes.get(scene, np.zeros((0, 4))))
+    if (valid & on_pool & ~on_selected).any():
+      note(path, 'polygons on chips that were not selected', int((valid & on_pool & ~on_selected).sum()))
+    if (valid & ~on_pool).any():
+      note(path, 'polygons outside every chip', int((valid & ~on_pool).sum()))
+
+
+def _any_overlap(bounds: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """[N] bool: does polygon i's bounding box overlap any of ``boxes`` [M, 4]?"""
+  if len(boxes) == 0:
+    return np.zeros(len(bounds), bool)
+  b, c = bounds[:, None, :], boxes[None, :, :]
+  hit = (b[..., 0] < c[..., 2]) & (b[..., 2] > c[..., 0]) & (b[..., 1] < c[..., 3]) & (b[..., 3] > c[..., 1])
+  return hit.any(axis=1)

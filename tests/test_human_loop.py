@@ -1,0 +1,115 @@
+"""Human-in-the-loop rounds: export, stop, annotators' GeoJSON in, continue."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio.warp
+from affine import Affine
+from rasterio.crs import CRS
+
+from geo_fixtures import MERCATOR, burn, rects_to_polygons, write_project
+from priojax import export, loop
+from priojax.data import geo
+
+
+def test_export_import_round_trip_gives_the_same_mask(tmp_path):
+  rng = np.random.default_rng(0)
+  mask = np.zeros((32, 32), np.uint8)
+  for _ in range(5):
+    r, c = rng.integers(0, 26, 2)
+    mask[r:r + rng.integers(2, 7), c:c + rng.integers(2, 7)] = 1
+  mask[3:9, 20:22] = 1  # an L shape: not every building is a rectangle
+  mask[7:9, 14:22] = 1
+  transform = Affine(0.5, 0, 1500016.0, 0, -0.5, 5000016.0)
+  path = tmp_path / 'edited.geojson'
+  export.write_geojson(path, export.mask_polygons(mask, transform, MERCATOR))
+  fp = geo.load_footprints(path, MERCATOR)
+  np.testing.assert_array_equal(geo.rasterize_chip(fp, transform, 32), mask)
+
+
+def _config(project, data_dir, rounds):
+  from configs import iou_priority
+
+  config = iou_priority.get_config('smoke,geotiff')
+  config.data.manifest = str(project)
+  config.data.data_dir = data_dir
+  config.rounds.update(k=3, num_rounds=rounds)
+  return config
+
+
+def test_human_rounds_stop_import_and_continue(tmp_path, data_dir):
+  truth = {}
+  project = write_project(tmp_path / 'project', pool_labels=False, truth=truth)
+  workdir = tmp_path / 'w'
+  config = _config(project, data_dir, rounds=2)
+
+  # 1. The round stops after the export and asks for annotations.
+  history = loop.run(config, str(workdir))
+  assert [r['round'] for r in history] == [0]
+  selected = json.loads((workdir / 'selected_round_1.json').read_text())['ids']
+  assert (workdir / 'export' / 'round_1' / 'selected.geojson').exists()
+  assert (workdir / 'annotations' / 'round_1').is_dir()
+  assert not (workdir / 'labels').exists()
+
+  # Rerunning without annotations waits again and changes nothing.
+  assert loop.run(config, str(workdir)) == history
+  assert json.loads((workdir / 'selected_round_1.json').read_text())['ids'] == selected
+
+  # 2. Annotators return one combined GeoJSON (WGS84) with every building of
+  #    the pool scene, one polygon far away, and one self-intersecting one.
+  rects, transform, crs = truth['pool']
+  polygons = rects_to_polygons(rects, transform)
+  far = {'type': 'Polygon', 'coordinates': [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
+  r0, c0, h0, w0 = rects[0]  # the self-intersecting one lies inside the first building
+  x0, y0 = transform @ (c0 + 1, r0 + 1)
+  d = 0.5 * (min(h0, w0) - 2)
+  bowtie = {'type': 'Polygon', 'coordinates': [[[x0, y0], [x0 + d, y0 - d], [x0 + d, y0],
+                                                [x0, y0 - d], [x0, y0]]]}
+  feats = [{'type': 'Feature', 'properties': {},
+            'geometry': rasterio.warp.transform_geom(crs, CRS.from_epsg(4326), p)}
+           for p in polygons + [far, bowtie]]
+  (workdir / 'annotations' / 'round_1' / 'team_a.geojson').write_text(
+      json.dumps({'type': 'FeatureCollection', 'features': feats}))
+  history = loop.run(config, str(workdir))
+  assert [r['labels'] for r in history] == [0, 3]
+  report = json.loads((workdir / 'export' / 'round_1' / 'import_report.json').read_text())['team_a.geojson']
+  assert report['polygons outside every chip'] == 1
+  assert report['repaired (self-intersecting)'] == 1
+  assert report['polygons on chips that were not selected'] > 0
+
+  # The imported masks are the buildings of those chips (reprojection: boundary only).
+  with np.load(workdir / 'labels' / 'round_1.npz') as f:
+    ids, masks = f['ids'], f['masks']
+  assert ids.tolist() == selected
+  scene_truth = burn(rects, 96, 96)
+  pool = loop.load_data(config)[0]['target_pool']
+  windows = pool.read_ids(ids)['window']
+  for (row, col, h, w), mask in zip(windows, masks):
+    want = scene_truth[row:row + h, col:col + w]
+    assert (mask != want).sum() <= 0.1 * max(want.sum(), 10)
+  ledger_sources = {e for e in _ledger_sources(workdir)}
+  assert ledger_sources == {'import:team_a.geojson'}
+
+  # 3. Round 2 waits; per-chip files (here: the model's own predictions,
+  #    unedited) label it.
+  selected2 = json.loads((workdir / 'selected_round_2.json').read_text())['ids']
+  assert not set(selected2) & set(selected)
+  for chip_id in selected2:
+    src = workdir / 'export' / 'round_2' / 'predictions' / f'{chip_id}.geojson'
+    (workdir / 'annotations' / 'round_2' / f'{chip_id}.geojson').write_text(src.read_text())
+  (workdir / 'annotations' / 'round_2' / '99999999.geojson').write_text(
+      json.dumps({'type': 'FeatureCollection', 'features': []}))
+  history = loop.run(config, str(workdir))
+  assert [r['labels'] for r in history] == [0, 3, 6]
+  report = json.loads((workdir / 'export' / 'round_2' / 'import_report.json').read_text())
+  assert report['99999999.geojson'] == {'file names a chip that was not selected this round': 1}
+
+
+def _ledger_sources(workdir):
+  from priojax.state import RoundCheckpoints
+  import orbax.checkpoint as ocp
+
+  ckpts = RoundCheckpoints(workdir / 'checkpoints', read_only=True)
+  meta = ckpts._manager.restore(ckpts.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+  return [e['source'] for e in meta.meta['ledger']]
