@@ -14,6 +14,14 @@ A YAML or JSON file (JSON is YAML), paths relative to the manifest::
 Regions: ``source`` (pretraining; split into train/val by chip),
 ``target_pool`` (the tiles to prioritise; labels optional) and
 ``target_test`` (evaluation; labels required).
+
+Downloaded datasets can be named by folder instead of scene by scene::
+
+    - {spacenet: SN2/AOI_2_Vegas_Train, region: source}      # PS-RGB/ + geojson_buildings/
+    - {xbd: xview2/train, region: target_test, phase: pre}   # images/ + labels/
+
+xBD pairs are converted once into GeoTIFF + GeoJSON under
+``.priojax_converted/`` beside the manifest (see layouts.py).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import pathlib
 
 import yaml
 
+from priojax.data import layouts
 from priojax.errors import DataError
 
 REGIONS = ('source', 'target_pool', 'target_test')
@@ -87,6 +96,7 @@ def load_manifest(path: str | pathlib.Path) -> Manifest:
   if not scenes_obj:
     raise DataError(f'{path}: "scenes" is empty; expected at least one scene')
   default_bands = _field(path, 'the manifest', obj, 'bands', list, default=[1, 2, 3])
+  scenes_obj = _expand_layouts(path, scenes_obj)
   scenes, seen = [], set()
   for i, s in enumerate(scenes_obj):
     where = f'scenes[{i}]'
@@ -121,3 +131,27 @@ def load_manifest(path: str | pathlib.Path) -> Manifest:
   if not 0.0 <= max_nodata <= 1.0:
     raise DataError(f'{path}: max_nodata is {max_nodata}; expected a fraction in [0, 1]')
   return Manifest(path, tuple(scenes), tile_size, overlap, max_nodata)
+
+
+def _expand_layouts(path: pathlib.Path, entries: list) -> list:
+  """Replaces ``spacenet:`` and ``xbd:`` entries by one entry per scene."""
+  out = []
+  for i, entry in enumerate(entries):
+    if not isinstance(entry, dict) or not ({'spacenet', 'xbd'} & entry.keys()):
+      out.append(entry)
+      continue
+    where = f'scenes[{i}]'
+    common = {k: v for k, v in entry.items() if k in ('region', 'bands')}
+    if 'spacenet' in entry:
+      folder = path.parent / _field(path, where, entry, 'spacenet', str)
+      found = layouts.spacenet_scenes(folder, _field(path, where, entry, 'product', str))
+    else:
+      folder = path.parent / _field(path, where, entry, 'xbd', str)
+      phase = _field(path, where, entry, 'phase', str, default='pre')
+      found = layouts.xbd_scenes(folder, path.parent / '.priojax_converted' / folder.name, phase)
+    for scene in found:
+      scene = {**scene, **common}
+      if scene.get('labels') is None:
+        scene.pop('labels', None)
+      out.append(scene)
+  return out
