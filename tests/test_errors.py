@@ -60,3 +60,21 @@ def test_missing_config_file(tmp_path):
   result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
   assert result.returncode == 2
   _assert_one_clear_line(result, 'error: --config=configs/nope.py: cannot load the config file')
+
+
+def test_geotiff_without_manifest(tmp_path):
+  cmd = [sys.executable, '-m', 'experiments.run', '--config=configs/iou_priority.py:smoke,geotiff',
+         f'--workdir={tmp_path}/w']
+  result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  _assert_one_clear_line(result, "error: config.data.manifest: expected the path of a scene manifest")
+
+
+def test_empty_manifest_through_the_launcher(tmp_path):
+  manifest = tmp_path / 'm.yaml'
+  manifest.write_text('scenes: []\n')
+  cmd = [sys.executable, '-m', 'experiments.run', '--config=configs/iou_priority.py:smoke,geotiff',
+         f'--config.data.manifest={manifest}', f'--workdir={tmp_path}/w']
+  result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  _assert_one_clear_line(result, f'error: {manifest}: "scenes" is empty; expected at least one scene')

@@ -94,3 +94,26 @@ def test_loop_on_geotiff_scenes_exports_the_selection(project, tmp_path, data_di
       values = heat.read(1)
       assert np.isfinite(values).sum() == 9  # one cell per scored chip
   assert len(scenes) == 3
+
+
+def _snapshot(root):
+  return {p: p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def test_bad_scene_leaves_an_existing_workdir_unchanged(tmp_path, data_dir):
+  from configs import iou_priority
+
+  project = write_project(tmp_path / 'project')
+  config = iou_priority.get_config('smoke,geotiff')
+  config.data.manifest = str(project)
+  config.data.data_dir = data_dir
+  config.rounds.k = 2
+  workdir = tmp_path / 'w'
+  loop.run(config, str(workdir))
+  before = _snapshot(workdir)
+  pool = project.parent / 'pool.tif'
+  pool.write_bytes(pool.read_bytes()[:3000])  # truncated after the run
+  config.rounds.num_rounds = 2
+  with pytest.raises(DataError, match=rf'{pool}: '):
+    loop.run(config, str(workdir))
+  assert _snapshot(workdir) == before
