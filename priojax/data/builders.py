@@ -54,6 +54,23 @@ def make_builder_config(*, tile_size: int, seed: int, num_source_train: int,
                            **{k: int(v) for k, v in sizes.items()})
 
 
+def tile_features(size: int, **extra) -> tfds.features.FeaturesDict:
+  """What every tile dataset holds (id, uint8 RGB image, binary mask) plus ``extra``."""
+  return tfds.features.FeaturesDict({
+      'id': tfds.features.Scalar(np.int64),
+      'image': tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+      'mask': tfds.features.Tensor(shape=(size, size), dtype=np.uint8),
+      **extra,
+  })
+
+
+def prepare(builder_cls, config, data_dir: str):
+  """Builds the dataset once under ``data_dir`` (array_record, no TensorFlow)."""
+  builder = builder_cls(config=config, data_dir=os.path.expanduser(data_dir), file_format='array_record')
+  builder.download_and_prepare()
+  return builder
+
+
 class CrisisBench(tfds.core.GeneratorBasedBuilder):
   """Synthetic source region and crisis region with building masks."""
 
@@ -62,17 +79,9 @@ class CrisisBench(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [CrisisBenchConfig(name='default')]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    size = self.builder_config.tile_size
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'id': tfds.features.Scalar(np.int64),
-            'image': tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
-            'mask': tfds.features.Tensor(shape=(size, size), dtype=np.uint8),
-            'subpopulation': tfds.features.ClassLabel(names=synthetic.SUBPOPULATIONS),
-        }),
-    )
+    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tile_features(
+        self.builder_config.tile_size,
+        subpopulation=tfds.features.ClassLabel(names=synthetic.SUBPOPULATIONS)))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is generated in-process
@@ -92,7 +101,4 @@ class CrisisBench(tfds.core.GeneratorBasedBuilder):
 
 def load_crisis_bench(config: CrisisBenchConfig, data_dir: str):
   """Prepares the benchmark once under ``data_dir``; returns split -> data source."""
-  data_dir = os.path.expanduser(data_dir)
-  builder = CrisisBench(config=config, data_dir=data_dir, file_format='array_record')
-  builder.download_and_prepare()
-  return builder.as_data_source()
+  return prepare(CrisisBench, config, data_dir).as_data_source()

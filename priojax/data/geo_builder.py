@@ -9,13 +9,13 @@ chip can be written back as a georeferenced file. Chip ids are
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
 from priojax.data import geo
+from priojax.data.builders import prepare, tile_features
 from priojax.data.manifest import Manifest, load_manifest
 from priojax.errors import DataError
 
@@ -51,22 +51,15 @@ class GeoChips(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [GeoChipsConfig(name='default')]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    size = self.builder_config.tile_size
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'id': tfds.features.Scalar(np.int64),
-            'image': tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
-            'mask': tfds.features.Tensor(shape=(size, size), dtype=np.uint8),
-            'has_label': tfds.features.Scalar(np.bool_),
-            'scene': tfds.features.Text(),
-            'window': tfds.features.Tensor(shape=(4,), dtype=np.int64),  # row, col, h, w
-            'transform': tfds.features.Tensor(shape=(6,), dtype=np.float64),  # affine a..f
-            'valid_fraction': tfds.features.Scalar(np.float32),
-        }),
-        metadata=tfds.core.MetadataDict(),
-    )
+    features = tile_features(
+        self.builder_config.tile_size,
+        has_label=tfds.features.Scalar(np.bool_),
+        scene=tfds.features.Text(),
+        window=tfds.features.Tensor(shape=(4,), dtype=np.int64),  # row, col, h, w
+        transform=tfds.features.Tensor(shape=(6,), dtype=np.float64),  # affine a..f
+        valid_fraction=tfds.features.Scalar(np.float32))
+    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features,
+                                 metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -119,6 +112,5 @@ class GeoChips(tfds.core.GeneratorBasedBuilder):
 
 def load_geo_chips(config: GeoChipsConfig, data_dir: str):
   """Prepares (once per manifest fingerprint) and returns (split -> source, metadata)."""
-  builder = GeoChips(config=config, data_dir=os.path.expanduser(data_dir), file_format='array_record')
-  builder.download_and_prepare()
+  builder = prepare(GeoChips, config, data_dir)
   return builder.as_data_source(), dict(builder.info.metadata)
