@@ -26,7 +26,8 @@ from priojax import mesh as mesh_lib
 from priojax.data.pool import TileSource
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
-from priojax.scoring import Networks, Scorer
+from priojax.networks import Networks
+from priojax.scoring import Scorer
 
 _TILE = flags.DEFINE_integer('tile_size', 64, 'Tile side in pixels.')
 _WIDTH = flags.DEFINE_integer('width', 8, 'U-Net width.')

@@ -49,11 +49,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       holdout_fraction=0.2,  # share of target labels kept for the IoU head only
       steps=400, batch_size=64, learning_rate=3e-3,
       rank_weight=1.0, rank_margin=0.05,
+      loss_rank_margin=0.1,  # ξ of the Learning-Loss head's ranking loss
       iou_smoothing=16.0,  # pixels; see priojax/tile_metrics.py
   ))
   c.priority = ml_collections.ConfigDict(dict(
       name='iou', alpha=1.0, beta=1.0,
       source_reference=256,  # source tiles that count as labelled for diversity
+      aggregation='mean',  # pixel scores -> tile: mean | topq | region
+      top_q=0.1, region=8,  # the top-q fraction; the region side in px
+      mc_passes=8,  # MC-dropout passes for bald / mc_variance (needs model.dropout > 0)
   ))
   c.scoring = ml_collections.ConfigDict(dict(batch_size=64))
   c.eval = ml_collections.ConfigDict(dict(threshold=0.5))
@@ -72,6 +76,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rounds.update(num_rounds=1, k=6)
     c.finetune.update(steps=4, batch_size=8)
     c.head.update(steps=10, batch_size=16, iou_smoothing=4.0)
-    c.priority.update(source_reference=16)
+    c.priority.update(source_reference=16, mc_passes=2)
     c.scoring.update(batch_size=16)
   return c

@@ -3,7 +3,9 @@ naming the field, what was expected and what was given."""
 
 from __future__ import annotations
 
+from priojax import priority
 from priojax.errors import ConfigError
+from priojax.uncertainty import AGGREGATIONS
 from priojax.models.unet import NORMS
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
@@ -47,6 +49,15 @@ def check_config(config) -> None:
   _fraction(config, 'finetune.source_replay')
   _fraction(config, 'head.holdout_fraction')
   _fraction(config, 'model.dropout')
+  _need(config.priority.aggregation in AGGREGATIONS, 'priority.aggregation', f'one of {AGGREGATIONS}',
+        config.priority.aggregation)
+  _fraction(config, 'priority.top_q')
+  _int(config, 'priority.region', lo=1)
+  formula = priority.get(config.priority.name)
+  if formula.needs_mc:
+    _int(config, 'priority.mc_passes', lo=2)
+    _need(config.model.dropout > 0, 'model.dropout',
+          f'a dropout rate > 0 for the MC-dropout formula {formula.name!r}', config.model.dropout)
   _need(config.model.norm in NORMS, 'model.norm', f'one of {NORMS}', config.model.norm)
   _need(config.model.dtype in _DTYPES, 'model.dtype', f'one of {_DTYPES}', config.model.dtype)
   _need(config.finetune.init in ('previous', 'pretrained'), 'finetune.init',

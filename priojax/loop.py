@@ -35,7 +35,8 @@ from priojax.models.unet import UNet
 from priojax.annotations import AwaitingLabels, HumanOracle
 from priojax.oracle import BenchmarkOracle, LedgerEntry, is_calibration, mask_hash, verify_labels
 from priojax.report import MetricsWriter, plot_learning_curve
-from priojax.scoring import Networks, Scorer
+from priojax.networks import Networks
+from priojax.scoring import Scorer
 from priojax.state import RoundCheckpoints, Workdir, atomic_write_json
 from priojax.train import HeadLoss, Trainer
 
@@ -44,8 +45,10 @@ def build_networks(config) -> Networks:
   m = config.model
   dtype = jnp.dtype(m.dtype)
   return Networks(unet=UNet(depth=m.depth, width=m.width, norm=m.norm, dropout=m.dropout, dtype=dtype),
-                  head=IoUHead(hidden=m.head_hidden), embed_dim=m.embed_dim,
-                  threshold=config.eval.threshold, iou_smoothing=config.head.iou_smoothing)
+                  head=IoUHead(hidden=m.head_hidden),
+                  loss_head=IoUHead(hidden=m.head_hidden, output='softplus'), embed_dim=m.embed_dim,
+                  threshold=config.eval.threshold, iou_smoothing=config.head.iou_smoothing,
+                  top_q=config.priority.top_q, region=config.priority.region)
 
 
 def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
@@ -85,9 +88,10 @@ class Experiment:
                         f'= {budget} labels exceeds the {pool} chips of the target pool')
     self.networks = build_networks(config)
     self.mesh = make_mesh()
-    self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size)
+    mc_passes = config.priority.mc_passes if self.formula.needs_mc else 0
+    self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size, mc_passes=mc_passes)
     self.trainer = Trainer(self.networks, self.mesh, head_loss=HeadLoss(
-        config.head.rank_weight, config.head.rank_margin))
+        config.head.rank_weight, config.head.rank_margin, config.head.loss_rank_margin))
     self.oracle = self._make_oracle()
     self.source_train = self.data['source_train'].read_all()
     self.ckpts = RoundCheckpoints(workdir.checkpoints)
@@ -112,12 +116,10 @@ class Experiment:
     """Refits the head on source-val tiles and held-out target tiles, both
     unseen by the U-Net, with features of the *current* U-Net."""
     c = self.config.head
-    val = self.scorer.evaluate_tiles(state.params, self.data['source_val'])
-    sets = [(val['head_inputs'], val['true_iou'])]
+    sets = [self.scorer.evaluate_tiles(state.params, self.data['source_val'])]
     if calibration_ids:
       pool = self.data['target_pool']
-      cal = self.scorer.evaluate_tiles(state.params, pool, pool.positions_of(calibration_ids))
-      sets.append((cal['head_inputs'], cal['true_iou']))
+      sets.append(self.scorer.evaluate_tiles(state.params, pool, pool.positions_of(calibration_ids)))
     steps = self.config.pretrain.head_steps if round_index == 0 else c.steps
     purpose = 'pretrain_head' if round_index == 0 else 'head'
     return self.trainer.fit_head(state, sets, steps=steps, batch_size=c.batch_size,
@@ -154,7 +156,8 @@ class Experiment:
 
   def select(self, state, labelled: dict[int, LedgerEntry], round_index: int):
     cfg = self.config
-    stats = self.scorer.score(state.params, self.data['target_pool'])
+    stats = self.scorer.score(state.params, self.data['target_pool'],
+                              key=rngs.round_key(cfg.seed, round_index, 'mc_dropout'))
     score_seconds = self.scorer.last_seconds
     selectable = ~np.isin(stats.ids, np.fromiter(labelled, np.int64, len(labelled)))
     reference = np.zeros((0, stats.embedding.shape[1]), np.float32)
@@ -166,7 +169,8 @@ class Experiment:
     ctx = priority.SelectionContext(
         k=cfg.rounds.k, rng=rngs.round_key(cfg.seed, round_index, 'select'),
         selectable=selectable, reference_embedding=reference,
-        hparams={'alpha': cfg.priority.alpha, 'beta': cfg.priority.beta})
+        hparams={'alpha': cfg.priority.alpha, 'beta': cfg.priority.beta,
+                 'aggregation': cfg.priority.aggregation})
     faults.crash_point('scored', round_index)
     picked = selection.select(self.formula, stats, ctx)
     if self.geo is not None:

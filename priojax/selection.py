@@ -33,8 +33,15 @@ class Selection:
 
 
 def check_stats(stats: PoolStats, fields: tuple[str, ...], selectable: np.ndarray) -> None:
+  columns = []
   for field in fields:
-    values = np.asarray(getattr(stats, field))
+    value = getattr(stats, field)
+    if isinstance(value, dict):
+      columns += [(f'{field}/{k}', v) for k, v in sorted(value.items())]
+    else:
+      columns.append((field, value))
+  for field, values in columns:
+    values = np.asarray(values)
     rows = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) & selectable
     if rows.any():
       bad = stats.ids[rows]

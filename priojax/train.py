@@ -26,7 +26,8 @@ from jax.sharding import Mesh
 from priojax import mesh as mesh_lib
 from priojax.errors import TrainingError
 from priojax.models.unet import preprocess
-from priojax.scoring import Networks
+from priojax.networks import Networks
+from priojax.train_losses import ranking_loss, segmentation_loss
 
 
 @flax.struct.dataclass
@@ -55,25 +56,6 @@ def with_learning_rate(opt_state, learning_rate: float):
   return opt_state._replace(hyperparams=hp)
 
 
-def segmentation_loss(logits: jnp.ndarray, masks: jnp.ndarray) -> jnp.ndarray:
-  """Mean pixel BCE + (1 - soft Dice over the batch)."""
-  y = masks.astype(jnp.float32)
-  bce = optax.sigmoid_binary_cross_entropy(logits, y).mean()
-  p = jax.nn.sigmoid(logits)
-  dice = (2 * jnp.sum(p * y) + 1.0) / (jnp.sum(p) + jnp.sum(y) + 1.0)
-  return bce + (1.0 - dice)
-
-
-def ranking_loss(pred: jnp.ndarray, target: jnp.ndarray, margin: float) -> jnp.ndarray:
-  """Learning-Loss pairwise term over the batch split in halves:
-  mean over pairs of max(0, -sign(t_i - t_j) · (p_i - p_j) + ξ), tied pairs skipped."""
-  half = pred.shape[0] // 2
-  pi, pj = pred[:half], pred[half:2 * half]
-  sign = jnp.sign(target[:half] - target[half:2 * half])
-  hinge = jnp.maximum(0.0, -sign * (pi - pj) + margin) * (sign != 0)
-  return jnp.sum(hinge) / jnp.maximum(jnp.sum(sign != 0), 1)
-
-
 def augment(rng: jax.Array, images: jnp.ndarray, masks: jnp.ndarray):
   """Random dihedral transforms (flips and transposes), one per tile."""
 
@@ -92,6 +74,11 @@ def augment(rng: jax.Array, images: jnp.ndarray, masks: jnp.ndarray):
 class HeadLoss:
   rank_weight: float = 1.0
   rank_margin: float = 0.05
+  loss_rank_margin: float = 0.1  # ξ of the Learning-Loss head (on the loss scale)
+
+
+def _heads(params: dict) -> dict:
+  return {'head': params['head'], 'loss_head': params['loss_head']}
 
 
 class Trainer:
@@ -112,7 +99,7 @@ class Trainer:
     params = jax.tree.map(jnp.copy, params)
     return TrainState(step=jnp.zeros((), jnp.int32), head_step=jnp.zeros((), jnp.int32),
                       params=params, unet_opt=self.tx.init(params['unet']),
-                      head_opt=self.head_tx.init(params['head']))
+                      head_opt=self.head_tx.init(_heads(params)))
 
   def reset_unet(self, state: TrainState, unet_params: dict) -> TrainState:
     # A copy: the train step donates the state's buffers, and the caller keeps
@@ -137,21 +124,26 @@ class Trainer:
     new = state.replace(step=state.step + 1, params={**state.params, 'unet': unet}, unet_opt=unet_opt)
     return new, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
 
-  def _head_step(self, state: TrainState, feats, targets, rng):
-    del rng  # the head has no stochastic layers; kept for a uniform step signature
+  def _head_step(self, state: TrainState, feats, iou_targets, loss_targets):
+    """Both heads on stop-gradient features: the IoU head by regression plus
+    ranking, the loss head by the Learning-Loss ranking term alone."""
+    hl = self.head_loss
 
     def loss_fn(p):
-      pred = self.networks.head.apply({'params': p}, feats)
-      mse = jnp.mean((pred - targets) ** 2)
-      rank = ranking_loss(pred, targets, self.head_loss.rank_margin)
-      return mse + self.head_loss.rank_weight * rank, (mse, rank)
+      pred = self.networks.head.apply({'params': p['head']}, feats)
+      mse = jnp.mean((pred - iou_targets) ** 2)
+      rank = ranking_loss(pred, iou_targets, hl.rank_margin)
+      pred_loss = self.networks.loss_head.apply({'params': p['loss_head']}, feats)
+      loss_rank = ranking_loss(pred_loss, loss_targets, hl.loss_rank_margin)
+      return mse + hl.rank_weight * rank + loss_rank, (mse, rank, loss_rank)
 
-    (loss, (mse, rank)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params['head'])
-    updates, head_opt = self.head_tx.update(grads, state.head_opt, state.params['head'])
-    head = optax.apply_updates(state.params['head'], updates)
-    new = state.replace(head_step=state.head_step + 1, params={**state.params, 'head': head},
+    heads = _heads(state.params)
+    (loss, (mse, rank, loss_rank)), grads = jax.value_and_grad(loss_fn, has_aux=True)(heads)
+    updates, head_opt = self.head_tx.update(grads, state.head_opt, heads)
+    heads = optax.apply_updates(heads, updates)
+    new = state.replace(head_step=state.head_step + 1, params={**state.params, **heads},
                         head_opt=head_opt)
-    return new, {'loss': loss, 'mse': mse, 'rank': rank}
+    return new, {'loss': loss, 'mse': mse, 'rank': rank, 'loss_rank': loss_rank}
 
   def fine_tune(self, state: TrainState, target: dict | None, source: dict, *, steps: int,
                 batch_size: int, learning_rate: float, replay: float, rng: jax.Array,
@@ -192,24 +184,29 @@ class Trainer:
     return state, {'loss_start': float(losses[:window].mean()),
                    'loss_end': float(losses[-window:].mean())}
 
-  def fit_head(self, state: TrainState, sets: Sequence[tuple[np.ndarray, np.ndarray]], *,
+  def fit_head(self, state: TrainState, sets: Sequence[dict[str, np.ndarray]], *,
                steps: int, batch_size: int, learning_rate: float, rng: jax.Array):
-    """Trains the head on (head inputs, true IoU) sets, each set an equal share
-    of every batch (so a few target tiles are not drowned by source tiles)."""
-    sets = [(f, t) for f, t in sets if len(t)]
+    """Trains both heads on sets of tiles the U-Net is not fitting (dicts with
+    'head_inputs', 'true_iou', 'true_loss'), each set an equal share of every
+    batch (so a few target tiles are not drowned by source tiles)."""
+    sets = [t for t in sets if len(t['true_iou'])]
     if not sets or steps == 0:
       return state, {}
     per_set = max(2, batch_size // len(sets))
     keys = jax.random.split(rng, len(sets))
-    idx = [np.asarray(jax.random.randint(k, (steps, per_set), 0, len(t))) for k, (_, t) in zip(keys, sets)]
+    idx = [np.asarray(jax.random.randint(k, (steps, per_set), 0, len(t['true_iou'])))
+           for k, t in zip(keys, sets)]
+    order = np.asarray(jax.random.uniform(jax.random.fold_in(rng, len(sets)), (steps, per_set * len(sets))))
     state = state.replace(head_opt=with_learning_rate(state.head_opt, learning_rate))
     losses = []
     for s in range(steps):
-      feats = np.concatenate([f[i[s]] for (f, _), i in zip(sets, idx)])
-      targets = np.concatenate([t[i[s]] for (_, t), i in zip(sets, idx)])
+      batch = {k: np.concatenate([t[k][i[s]] for t, i in zip(sets, idx)])
+               for k in ('head_inputs', 'true_iou', 'true_loss')}
       # Shuffle across sets so the ranking term's halves pair source with target.
-      perm = np.random.default_rng(s).permutation(len(targets))
-      state, metrics = self.head_step(state, feats[perm], targets[perm].astype(np.float32), rng)
+      perm = np.argsort(order[s])
+      state, metrics = self.head_step(state, batch['head_inputs'][perm],
+                                      batch['true_iou'][perm].astype(np.float32),
+                                      batch['true_loss'][perm].astype(np.float32))
       losses.append(metrics['loss'])
     _check_finite(losses, 'IoU head loss', int(state.head_step))
     losses = np.asarray(jax.device_get(losses))

@@ -107,3 +107,53 @@ def pytest_approx_tie(u, emb, ref, ids, got, want):
   norm = np.where(np.isfinite(d), d / max(dmax, 1e-12), 1.0)
   p = u * norm
   assert abs(p[got[first]] - p[want[first]]) < 1e-4
+
+
+def reference_kmeans_pp(points, selectable, ids, gumbels, k):
+  """NumPy k-means++ seeding with the same Gumbel noise as the jitted one."""
+  x = points.astype(np.float64)
+  d2 = np.full(len(x), np.inf)
+  available = selectable.copy()
+  picks = []
+  for t in range(k):
+    if t == 0:
+      score = (x * x).sum(1)
+    else:
+      score = np.where(d2 > 0, np.log(np.maximum(d2, 1e-30)) + gumbels[t], -np.inf)
+    score = np.where(available, score, -np.inf)
+    best_value = score[available].max()
+    cands = np.flatnonzero(available & (score == best_value))
+    best = cands[np.argmin(ids[cands])]
+    picks.append(best)
+    d2 = np.minimum(d2, ((x - x[best]) ** 2).sum(1))
+    available[best] = False
+  return np.array(picks)
+
+
+def test_kmeans_pp_matches_numpy_reference():
+  import jax
+
+  rng = np.random.default_rng(2)
+  n, k = 30, 8
+  pts = rng.normal(size=(n, 4)).astype(np.float32)
+  ids = rng.permutation(n) + 50
+  selectable = rng.random(n) > 0.2
+  key = jax.random.key(7)
+  gumbels = np.stack([np.asarray(diversity.gumbel_noise(key, t, ids)) for t in range(k)])
+  got, _ = diversity.kmeans_pp(pts, selectable, ids, key, k=k)
+  np.testing.assert_array_equal(np.asarray(got), reference_kmeans_pp(pts, selectable, ids, gumbels, k))
+
+
+def test_coreset_matches_k_center_reference():
+  import jax
+
+  from priojax import priority
+  from test_priority import ctx, make_stats
+
+  stats = make_stats(np.linspace(0, 1, 25), dim=3, seed=5)
+  ref = np.random.default_rng(9).normal(size=(4, 3)).astype(np.float32)
+  sel = priority.get('coreset').fn(stats, ctx(stats, 6, reference=ref))
+  want, _ = reference_greedy(np.ones(25), stats.embedding.astype(np.float64), ref.astype(np.float64),
+                             np.ones(25, bool), stats.ids, 6, 0.0, 1.0)
+  np.testing.assert_array_equal(np.asarray(sel[0]), want)
+  del jax

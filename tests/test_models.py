@@ -9,7 +9,7 @@ import pytest
 from priojax.models import iou_head
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
-from priojax.scoring import Networks
+from priojax.networks import Networks
 
 
 def _count(tree) -> int:
@@ -59,7 +59,8 @@ def test_head_inputs_and_prediction_range():
   net = Networks(UNet(depth=2, width=4), IoUHead(hidden=8), embed_dim=8)
   params = net.init(jax.random.key(0), 32)
   image = jnp.asarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3)), jnp.uint8)
-  logits, feats, embedding, pred = net.forward_tile(params, image)
+  logits, _, feats, pred = net.forward_tile(params, image)
+  embedding = net.tile_stats(params, image, jnp.uint32(0), jax.random.key(0))['embedding']
   chex.assert_shape(logits, (32, 32))
   # bottleneck (16 ch pooled to 8) + finest decoder (4) + mask statistics
   chex.assert_shape(feats, (8 + 4 + iou_head.NUM_MASK_STATS,))
@@ -74,6 +75,7 @@ def test_head_inputs_stop_gradient_into_unet():
   params = net.init(jax.random.key(0), 16)
   image = jnp.full((16, 16, 3), 100, jnp.uint8)
   grads = jax.grad(lambda p: net.forward_tile(p, image)[3])(params)
+  assert all(float(jnp.abs(g).sum()) == 0.0 for g in jax.tree.leaves(grads['loss_head']))
   assert all(float(jnp.abs(g).sum()) == 0.0 for g in jax.tree.leaves(grads['unet']))
   assert any(float(jnp.abs(g).sum()) > 0.0 for g in jax.tree.leaves(grads['head']))
 

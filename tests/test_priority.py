@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from priojax import priority, selection
+from priojax import priority, selection, uncertainty
 from priojax.errors import SelectionError
 from priojax.scoring import PoolStats
 
@@ -13,12 +13,19 @@ from priojax.scoring import PoolStats
 def make_stats(pred_iou, entropy=None, ids=None, dim=3, seed=0):
   n = len(pred_iou)
   rng = np.random.default_rng(seed)
+  entropy = np.asarray(entropy if entropy is not None else rng.random(n), np.float32)
+  aggregates = {f'{m}/{a}': rng.random(n).astype(np.float32)
+                for m in uncertainty.MAPS + uncertainty.MC_MAPS for a in uncertainty.AGGREGATIONS}
+  aggregates['entropy/mean'] = entropy
   return PoolStats(
       ids=np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64),
       pred_iou=np.asarray(pred_iou, np.float32),
-      entropy=np.asarray(entropy if entropy is not None else rng.random(n), np.float32),
+      entropy=entropy,
       fg_fraction=rng.random(n).astype(np.float32),
-      embedding=rng.normal(size=(n, dim)).astype(np.float32))
+      embedding=np.abs(rng.normal(size=(n, dim))).astype(np.float32),
+      pred_loss=rng.random(n).astype(np.float32),
+      badge=rng.normal(size=(n, dim + 1)).astype(np.float32),
+      aggregates=aggregates)
 
 
 def ctx(stats, k, selectable=None, reference=None, seed=0, **hparams):
@@ -34,8 +41,40 @@ def pick(name, stats, c):
   return selection.select(priority.get(name), stats, c)
 
 
+ALL = ('random', 'entropy', 'margin', 'least_confidence', 'bald', 'mc_variance', 'coreset', 'badge',
+       'learning_loss', 'iou', 'iou_diversity', 'iou_density')
+
+
 def test_registry_lists_builtins():
-  assert {'random', 'iou', 'entropy', 'iou_diversity'} <= set(priority.names())
+  assert set(ALL) <= set(priority.names())
+
+
+@pytest.mark.parametrize('name, stat', [('margin', 'margin'), ('least_confidence', 'least_confidence'),
+                                        ('bald', 'bald'), ('mc_variance', 'mc_variance'),
+                                        ('entropy', 'entropy')])
+@pytest.mark.parametrize('aggregation', ['mean', 'topq', 'region'])
+def test_pixel_formulas_read_their_aggregation(name, stat, aggregation):
+  stats = make_stats(np.full(9, 0.5), seed=3)
+  sel = pick(name, stats, ctx(stats, 3, aggregation=aggregation))
+  want = np.argsort(-stats.aggregates[f'{stat}/{aggregation}'], kind='stable')[:3]
+  np.testing.assert_array_equal(sel.ids, want)
+
+
+def test_learning_loss_picks_highest_predicted_loss():
+  stats = make_stats(np.full(6, 0.5))
+  np.testing.assert_array_equal(pick('learning_loss', stats, ctx(stats, 2)).ids,
+                                np.argsort(-stats.pred_loss)[:2])
+
+
+def test_iou_density_weights_uncertainty_by_representativeness():
+  emb = np.array([[1, 0], [1, 0.1], [0.9, 0], [0, 1]], np.float32)  # tile 3 is an outlier
+  stats = make_stats([0.1, 0.2, 0.2, 0.05], dim=2)
+  stats = stats.replace(embedding=emb)
+  scores = np.asarray(priority.get('iou_density').fn(stats, ctx(stats, 1)))
+  e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+  want = (1 - stats.pred_iou) * np.maximum((e @ e.T).mean(1), 0)
+  np.testing.assert_allclose(scores, want, rtol=1e-5)
+  assert pick('iou_density', stats, ctx(stats, 1)).ids.tolist() == [0]  # not the outlier 3
 
 
 def test_iou_picks_lowest_predicted_iou():

@@ -9,7 +9,8 @@ from priojax import mesh as mesh_lib
 from priojax.data.pool import TileSource
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
-from priojax.scoring import Networks, Scorer
+from priojax.networks import Networks
+from priojax.scoring import Scorer
 
 
 def fake_pool(n, size=16, seed=0):
@@ -36,7 +37,7 @@ def test_score_covers_every_tile_once_in_order(setup):
   assert ((stats.pred_iou >= 0) & (stats.pred_iou <= 1)).all()
   # Batched + padded + vmapped equals one tile at a time.
   for i in (0, 9, 22):
-    one = net.tile_stats(params, records[i]['image'])
+    one = net.tile_stats(params, records[i]['image'], np.uint32(records[i]['id']), jax.random.key(0))
     chex.assert_trees_all_close(stats.pred_iou[i], one['pred_iou'], rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(stats.embedding[i], one['embedding'], rtol=1e-5, atol=1e-6)
 
@@ -86,3 +87,33 @@ def test_empty_pool_gives_empty_stats(setup):
   net, params = setup
   stats = Scorer(net, mesh_lib.make_mesh(), 4).score(params, TileSource(fake_pool(3), 'p'), np.array([], int))
   assert len(stats) == 0 and stats.embedding.shape == (0, 8)
+
+
+def test_mc_dropout_passes_are_one_traced_call_per_pool():
+  net = Networks(UNet(depth=2, width=4, dropout=0.3), IoUHead(hidden=8), embed_dim=8)
+  params = net.init(jax.random.key(0), 16)
+  scorer = Scorer(net, mesh_lib.make_mesh(), batch_size=4, mc_passes=5)
+  records = fake_pool(11)  # three batches
+  stats = scorer.score(params, TileSource(records, 'pool'), key=jax.random.key(3))
+  assert scorer.traces == 1  # not once per pass, nor once per batch
+  for name in ('bald', 'mc_variance'):
+    for agg in ('mean', 'topq', 'region'):
+      values = stats.aggregates[f'{name}/{agg}']
+      chex.assert_shape(values, (11,))
+      assert np.isfinite(values).all() and (values >= -1e-6).all()
+  assert (stats.aggregates['bald/mean'] > 0).all()  # dropout makes the passes differ
+  assert (stats.aggregates['bald/topq'] >= stats.aggregates['bald/mean'] - 1e-6).all()
+  # Order-free: a tile's MC draws depend on its id, not on its batch or position.
+  again = scorer.score(params, TileSource(records[::-1], 'pool'), key=jax.random.key(3))
+  chex.assert_trees_all_close(again.aggregates['bald/mean'][::-1], stats.aggregates['bald/mean'],
+                              rtol=1e-4, atol=1e-6)
+  assert scorer.traces == 1
+
+
+def test_without_mc_passes_there_are_no_mc_statistics(setup):
+  net, params = setup
+  stats = Scorer(net, mesh_lib.make_mesh(), 8).score(params, TileSource(fake_pool(3), 'pool'))
+  assert not any(k.startswith(('bald', 'mc_variance')) for k in stats.aggregates)
+  assert set(stats.aggregates) == {f'{m}/{a}' for m in ('entropy', 'margin', 'least_confidence')
+                                   for a in ('mean', 'topq', 'region')}
+  chex.assert_shape(stats.badge, (3, 5))  # finest decoder width 4 + bias

@@ -15,7 +15,8 @@ SCRIPT = textwrap.dedent('''
     from priojax.data.pool import TileSource
     from priojax.models.iou_head import IoUHead
     from priojax.models.unet import UNet
-    from priojax.scoring import Networks, Scorer
+    from priojax.networks import Networks
+    from priojax.scoring import Scorer
     from priojax.train import Trainer
 
     rng = np.random.default_rng(0)

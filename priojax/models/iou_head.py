@@ -65,9 +65,12 @@ def head_inputs(logits: jnp.ndarray, aux: dict, embed_dim: int = 128) -> jnp.nda
 
 
 class IoUHead(nn.Module):
-  """MLP from ``head_inputs`` to a predicted IoU in [0, 1]."""
+  """MLP from ``head_inputs`` to a predicted IoU in [0, 1] (``output='sigmoid'``)
+  or to a predicted non-negative loss (``output='softplus'``, the loss
+  prediction module of Learning Loss, Yoo & Kweon 2019)."""
 
   hidden: int = 64
+  output: str = 'sigmoid'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -77,4 +80,5 @@ class IoUHead(nn.Module):
     # features, fractions, entropies) and their absolute levels carry signal.
     x = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(features))
     x = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(x))
-    return jax.nn.sigmoid(nn.Dense(1, dtype=jnp.float32)(x)[..., 0])
+    out = nn.Dense(1, dtype=jnp.float32)(x)[..., 0]
+    return jax.nn.sigmoid(out) if self.output == 'sigmoid' else jax.nn.softplus(out)

@@ -8,6 +8,10 @@ where d_i is the embedding distance from tile i to its nearest labelled
 tile (the reference set plus the tiles picked so far), updated after every
 pick. With α = 0, β = 1 this is exactly k-center greedy (core-set). The loop
 is a ``lax.fori_loop``, jitted once per (pool size, k).
+
+``kmeans_pp`` is BADGE's k-means++ seeding. Its random draws use the
+Gumbel-max trick with noise keyed by (pick, tile id), so the picks do not
+depend on the order of the pool either.
 """
 
 from __future__ import annotations
@@ -50,12 +54,12 @@ def min_distances(x: jnp.ndarray, reference: jnp.ndarray) -> jnp.ndarray:
   return best
 
 
-def argmax_lowest_id(scores: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
-  """Position of the highest score; ties go to the smallest tile id, so the
-  pick does not depend on the order of the pool."""
-  best = jnp.max(scores)
+def argmax_lowest_id(scores: jnp.ndarray, ids: jnp.ndarray, available: jnp.ndarray) -> jnp.ndarray:
+  """Position of the highest score among ``available`` tiles; ties go to the
+  smallest tile id, so the pick does not depend on the order of the pool."""
+  best = jnp.max(jnp.where(available, scores, -jnp.inf))
   big = jnp.iinfo(ids.dtype).max
-  return jnp.argmin(jnp.where(scores == best, ids, big))
+  return jnp.argmin(jnp.where(available & (scores == best), ids, big))
 
 
 @functools.partial(jax.jit, static_argnames=('k',))
@@ -75,12 +79,43 @@ def greedy_weighted_distance(uncertainty, embedding, reference, selectable, ids,
     norm = jnp.where(jnp.isfinite(dist), dist / jnp.maximum(dmax, 1e-12), 1.0)
     prio = jnp.power(uncertainty, alpha) * jnp.power(norm, beta)
     prio = jnp.where(available, prio, -jnp.inf)
-    best = argmax_lowest_id(prio, ids)
+    best = argmax_lowest_id(prio, ids, available)
     new = jnp.sqrt(jnp.maximum(jnp.sum((embedding - embedding[best]) ** 2, -1), 0.0))
     return (jnp.minimum(dist, new), available.at[best].set(False),
             picks.at[t].set(best), prios.at[t].set(prio[best]))
 
   init = (dist, jnp.asarray(selectable, bool), jnp.zeros((k,), jnp.int32),
           jnp.zeros((k,), jnp.float32))
+  _, _, picks, prios = jax.lax.fori_loop(0, k, body, init)
+  return picks, prios
+
+
+def gumbel_noise(key: jax.Array, step, ids: jnp.ndarray) -> jnp.ndarray:
+  """Gumbel(0, 1) noise for pick ``step``, one value per tile, keyed by id."""
+  step_key = jax.random.fold_in(key, step)
+  return jax.vmap(lambda i: jax.random.gumbel(jax.random.fold_in(step_key, i)))(
+      ids.astype(jnp.uint32))
+
+
+@functools.partial(jax.jit, static_argnames=('k',))
+def kmeans_pp(points, selectable, ids, key, *, k):
+  """k-means++ seeding: returns (positions [k], D^2 of each pick when picked;
+  the first pick, the largest-norm point, reports its squared norm)."""
+  x = jnp.asarray(points, jnp.float32)
+  ids = jnp.asarray(ids, jnp.int32)
+  sq_norm = jnp.sum(x * x, -1)
+
+  def body(t, carry):
+    d2, available, picks, prios = carry
+    # Sampling ∝ D^2 is argmax of log D^2 + Gumbel noise.
+    sampled = jnp.log(jnp.maximum(d2, 1e-30)) + gumbel_noise(key, t, ids)
+    score = jnp.where(t == 0, sq_norm, jnp.where(d2 > 0, sampled, -jnp.inf))
+    best = argmax_lowest_id(score, ids, available)
+    picked_value = jnp.where(t == 0, sq_norm[best], d2[best])
+    d2 = jnp.minimum(d2, jnp.sum((x - x[best]) ** 2, -1))
+    return d2, available.at[best].set(False), picks.at[t].set(best), prios.at[t].set(picked_value)
+
+  init = (jnp.full((x.shape[0],), jnp.inf, jnp.float32), jnp.asarray(selectable, bool),
+          jnp.zeros((k,), jnp.int32), jnp.zeros((k,), jnp.float32))
   _, _, picks, prios = jax.lax.fori_loop(0, k, body, init)
   return picks, prios

@@ -3,7 +3,8 @@
 The paper's (Janik & Sankaran, arXiv 2202.04766) exact equations are not
 public to us; ``iou`` and ``iou_diversity`` are our reading of its abstract
 ("sample priority from estimated model and sample properties, like predicted
-IoU score"; "two formulas"). ``random`` and ``entropy`` are the baselines.
+IoU score"; "two formulas"). The rest are the baselines a comparison needs,
+each with its equation and reference.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from priojax.priority import diversity
+from priojax.errors import SelectionError
 from priojax.priority.registry import SelectionContext, register
 
 
@@ -30,11 +32,11 @@ def iou_priority(stats, ctx: SelectionContext) -> jax.Array:
   return 1.0 - jnp.asarray(stats.pred_iou, jnp.float32)
 
 
-@register('entropy', reads=('entropy',))
+@register('entropy', reads=('aggregates',))
 def entropy_priority(stats, ctx: SelectionContext) -> jax.Array:
-  """p_i = mean over pixels of H(p) = -p log p - (1-p) log(1-p)."""
-  del ctx
-  return jnp.asarray(stats.entropy, jnp.float32)
+  """p_i = agg over pixels of H(p) = -p log p - (1-p) log(1-p);
+  agg = ctx.hparams['aggregation'] in mean | topq | region (default mean)."""
+  return _aggregate(stats, ctx, 'entropy')
 
 
 @register('iou_diversity', greedy=True, reads=('pred_iou', 'embedding'), needs_reference=True)
@@ -51,3 +53,78 @@ def iou_diversity_priority(stats, ctx: SelectionContext):
   return diversity.greedy_weighted_distance(
       uncertainty, stats.embedding, ctx.reference_embedding, ctx.selectable, stats.ids,
       k=ctx.k, alpha=float(ctx.hparam('alpha', 1.0)), beta=float(ctx.hparam('beta', 1.0)))
+
+
+def _aggregate(stats, ctx: SelectionContext, name: str) -> jax.Array:
+  kind = ctx.hparam('aggregation', 'mean')
+  key = f'{name}/{kind}'
+  if key not in stats.aggregates:
+    raise SelectionError(f'pool stats have no {key!r}; aggregations: '
+                         f'{sorted(k for k in stats.aggregates if k.startswith(name))}')
+  return jnp.asarray(stats.aggregates[key], jnp.float32)
+
+
+@register('margin', reads=('aggregates',))
+def margin_priority(stats, ctx: SelectionContext) -> jax.Array:
+  """p_i = agg over pixels of 1 - |2p - 1| (smallest margin |p - 0.5| first);
+  agg = ctx.hparams['aggregation'] in mean | topq | region."""
+  return _aggregate(stats, ctx, 'margin')
+
+
+@register('least_confidence', reads=('aggregates',))
+def least_confidence_priority(stats, ctx: SelectionContext) -> jax.Array:
+  """p_i = agg over pixels of 1 - max(p, 1 - p)."""
+  return _aggregate(stats, ctx, 'least_confidence')
+
+
+@register('bald', reads=('aggregates',), needs_mc=True)
+def bald_priority(stats, ctx: SelectionContext) -> jax.Array:
+  """BALD with MC dropout (Gal et al. 2017): p_i = agg over pixels of
+  H[mean_t p_t] - mean_t H[p_t], T = config.priority.mc_passes."""
+  return _aggregate(stats, ctx, 'bald')
+
+
+@register('mc_variance', reads=('aggregates',), needs_mc=True)
+def mc_variance_priority(stats, ctx: SelectionContext) -> jax.Array:
+  """p_i = agg over pixels of var_t p_t over MC-dropout passes."""
+  return _aggregate(stats, ctx, 'mc_variance')
+
+
+@register('learning_loss', reads=('pred_loss',))
+def learning_loss_priority(stats, ctx: SelectionContext) -> jax.Array:
+  """Learning Loss (Yoo & Kweon 2019): p_i = l_hat_i, the loss head's
+  predicted segmentation loss (trained with the pairwise ranking loss)."""
+  del ctx
+  return jnp.asarray(stats.pred_loss, jnp.float32)
+
+
+@register('iou_density', reads=('pred_iou', 'embedding'))
+def iou_density_priority(stats, ctx: SelectionContext) -> jax.Array:
+  """Information density (Settles & Craven 2008) on the IoU formula:
+
+      p_i = (1 - IoU_hat_i) · (max(0, mean_j cos(e_i, e_j)))^β,
+
+  the mean over the whole pool; computed as ê_i · mean_j ê_j (O(N D))."""
+  e = jnp.asarray(stats.embedding, jnp.float32)
+  e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+  density = jnp.maximum(e @ e.mean(axis=0), 0.0)
+  return (1.0 - jnp.asarray(stats.pred_iou, jnp.float32)) * density ** float(ctx.hparam('beta', 1.0))
+
+
+@register('coreset', greedy=True, reads=('embedding',), needs_reference=True)
+def coreset_priority(stats, ctx: SelectionContext):
+  """Core-set (Sener & Savarese 2018), k-center greedy: each pick is the pool
+  tile farthest from its nearest centre; centres start as the labelled set
+  (source reference tiles and labelled target tiles)."""
+  ones = jnp.ones(len(stats.ids), jnp.float32)
+  return diversity.greedy_weighted_distance(ones, stats.embedding, ctx.reference_embedding,
+                                            ctx.selectable, stats.ids, k=ctx.k, alpha=0.0, beta=1.0)
+
+
+@register('badge', greedy=True, reads=('badge',))
+def badge_priority(stats, ctx: SelectionContext):
+  """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings g_i
+  (BCE gradient at the pseudo-label w.r.t. the output layer, pooled per tile).
+  The first pick is the largest ||g_i||; each next one is drawn with
+  probability ∝ D(g_i)^2, the squared distance to the nearest pick."""
+  return diversity.kmeans_pp(stats.badge, ctx.selectable, stats.ids, ctx.rng, k=ctx.k)

@@ -41,19 +41,20 @@ class Formula:
   greedy: bool = False
   reads: tuple[str, ...] = ('pred_iou',)  # PoolStats fields, checked finite first
   needs_reference: bool = False  # wants ctx.reference_embedding filled
+  needs_mc: bool = False  # wants MC-dropout statistics ('bald/*', 'mc_variance/*')
 
 
 _REGISTRY: dict[str, Formula] = {}
 
 
 def register(name: str, *, greedy: bool = False, reads: tuple[str, ...] = ('pred_iou',),
-             needs_reference: bool = False) -> Callable:
+             needs_reference: bool = False, needs_mc: bool = False) -> Callable:
   """Decorator: ``@register('my_formula', reads=('entropy',))``."""
 
   def wrap(fn: Callable) -> Callable:
     if name in _REGISTRY and _REGISTRY[name].fn is not fn:
       raise ValueError(f'priority formula {name!r} is already registered')
-    _REGISTRY[name] = Formula(name, fn, greedy, tuple(reads), needs_reference)
+    _REGISTRY[name] = Formula(name, fn, greedy, tuple(reads), needs_reference, needs_mc)
     return fn
 
   return wrap
@@ -79,6 +80,6 @@ def get(name: str) -> Formula:
     registered = [f for f in _REGISTRY.values() if f.fn is fn]
     if registered:
       return registered[0]
-    return Formula(name, fn, reads=('pred_iou', 'entropy', 'fg_fraction', 'embedding'))
+    return Formula(name, fn, reads=('pred_iou', 'entropy', 'fg_fraction', 'embedding', 'pred_loss'))
   raise SelectionError(f'unknown priority formula {name!r}; registered: {", ".join(names())} '
                        "(or give 'module:function')")
