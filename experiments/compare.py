@@ -17,11 +17,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  launch.setup_runtime()
-  config = launch.config_or_exit(_CONFIG)
-  launch.main_with_clean_errors(lambda: compare.run_comparison(config, _WORKDIR.value))
+  launch.run_main(argv, _CONFIG, _WORKDIR.value, compare.run_comparison)
 
 
 if __name__ == '__main__':

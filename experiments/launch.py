@@ -106,3 +106,13 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     message = _explain_override(argv) or f'bad --config override: {e}'
   print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
+
+
+def run_main(argv: Sequence[str], config_holder, workdir: str, fn: Callable) -> None:
+  """The body of every launcher's ``main``: ``fn(config, workdir)``."""
+  if len(argv) > 1:
+    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
+    sys.exit(2)
+  setup_runtime()
+  config = config_or_exit(config_holder)
+  main_with_clean_errors(lambda: fn(config, workdir))

@@ -19,11 +19,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  launch.setup_runtime()
-  config = launch.config_or_exit(_CONFIG)
-  launch.main_with_clean_errors(lambda: loop.run(config, _WORKDIR.value))
+  launch.run_main(argv, _CONFIG, _WORKDIR.value, loop.run)
 
 
 if __name__ == '__main__':
