@@ -16,6 +16,8 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # A resumed workdir refuses a changed config unless this is set.
+  c.allow_config_change = False
 
   c.data = ml_collections.ConfigDict(dict(
       kind='crisis_bench',  # or 'geotiff' (a manifest of the user's scenes)

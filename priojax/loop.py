@@ -235,8 +235,7 @@ def run(config, workdir: str) -> list[dict]:
   priority.get(config.priority.name)  # an unknown name fails before anything is written
   wd = Workdir(workdir)
   exp = Experiment(config, wd)
-  if not wd.config.exists():
-    atomic_write_json(wd.config, json.loads(config.to_json()))
+  _check_same_config(wd, json.loads(config.to_json()))
   done, state, labelled, history = _restore_or_pretrain(exp)
   # Kept only for 'pretrained' resets; copied there because steps donate buffers.
   reset = config.finetune.init == 'pretrained'
@@ -291,6 +290,37 @@ def run(config, workdir: str) -> list[dict]:
   exp.writer.close()
   exp.ckpts.close()
   return history
+
+
+# Fields that may change between starts of one run: extending it, moving the
+# dataset cache, or the switch itself.
+_MAY_CHANGE = frozenset({'rounds.num_rounds', 'data.data_dir', 'allow_config_change'})
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def _check_same_config(wd: Workdir, config: dict) -> None:
+  """A resumed run must use the config it started with (or say it may not)."""
+  if wd.config.exists():
+    old, new = _flatten(json.loads(wd.config.read_text())), _flatten(config)
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k) != new.get(k) and k not in _MAY_CHANGE)
+    if changed and not config.get('allow_config_change', False):
+      shown = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed[:6])
+      raise WorkdirError(f'workdir {wd.path} was started with another config ({shown}'
+                         f'{" ..." if len(changed) > 6 else ""}); rerun with the same config, '
+                         'or pass --config.allow_config_change=True to continue anyway')
+    if not changed:
+      return
+  atomic_write_json(wd.config, config)
 
 
 def _save(exp: Experiment, r: int, state, labelled: dict[int, LedgerEntry], history: list[dict]):

@@ -109,3 +109,21 @@ def test_from_workdir_without_checkpoint_is_a_clear_error(tmp_path, smoke_config
   config.pretrain.from_workdir = str(tmp_path / 'empty')
   with pytest.raises(WorkdirError, match='no round-0 checkpoint there'):
     loop.run(config, str(tmp_path / 'w'))
+
+
+def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, smoke_config):
+  from priojax.errors import WorkdirError
+
+  workdir = str(tmp_path / 'w')
+  config = smoke_config.copy_and_resolve_references()
+  config.rounds.num_rounds = 0
+  loop.run(config, workdir)
+  changed = config.copy_and_resolve_references()
+  changed.finetune.learning_rate = 0.5
+  changed.rounds.num_rounds = 1  # extending a run is always allowed
+  with pytest.raises(WorkdirError, match=r"another config \(finetune.learning_rate: 0.001 -> 0.5\)"):
+    loop.run(changed, workdir)
+  changed.allow_config_change = True
+  history = loop.run(changed, workdir)
+  assert [r['round'] for r in history] == [0, 1]
+  assert json.loads((tmp_path / 'w' / 'config.json').read_text())['finetune']['learning_rate'] == 0.5
