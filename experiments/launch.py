@@ -18,9 +18,14 @@ class _OwnInfoOnly(std_logging.Filter):
   """Orbax, TFDS and JAX log through absl too; their INFO lines would bury
   the per-round progress. Keep our INFO and everyone's warnings."""
 
+  # Warnings that say nothing to a user: TFDS announcing a builder config it
+  # was given, orbax noting that the shared pretrained checkpoint is read-only.
+  _NOISE = ('Using custom data configuration', 'Given directory is read only',
+            'CheckpointManagerOptions.read_only=True')
+
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.levelno >= std_logging.WARNING:
-      return True
+      return not str(record.msg).startswith(self._NOISE)
     path = record.pathname.replace('\\', '/')
     return '/priojax/' in path or '/experiments/' in path
 
