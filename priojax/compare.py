@@ -15,7 +15,9 @@ where it stopped. Summaries (mean ± std over seeds):
 * normalised AULC: the trapezoid area under IoU-vs-labels divided by the
   budget range, i.e. the mean test IoU over the budget;
 * labels to reach 95 % of the full-pool reference IoU (first budget whose
-  mean IoU reaches it; ``>B`` if none does);
+  mean IoU reaches it; ``>B`` if none does). The reference fine-tunes the
+  seed's source model on every pool label in one round of
+  ``num_rounds x finetune.steps`` steps, as many as a strategy gets in all;
 * scoring cost: seconds of pool scoring per pool tile.
 """
 
@@ -68,9 +70,12 @@ def run_comparison(config, workdir: str) -> dict:
     if config.reference:
       logging.info('seed %d: full-pool reference', seed)
       pool = base.data.num_target_pool
+      # As many U-Net steps as a strategy gets over all its rounds, in one
+      # round on every label: the reference is not under-trained.
       ref = _run(base, wd.path / 'reference' / f'seed{seed}', seed=seed,
                  **{'priority.name': 'random', 'pretrain.from_workdir': str(pretrain),
-                    'rounds.num_rounds': 1, 'rounds.k': pool})
+                    'rounds.num_rounds': 1, 'rounds.k': pool,
+                    'finetune.steps': base.finetune.steps * max(1, base.rounds.num_rounds)})
       reference.append(ref[-1]['iou'])
     # Written after every seed, so a long comparison shows its numbers early.
     summary = summarise(histories, reference, base.data.num_target_pool)
