@@ -145,11 +145,13 @@ def markdown(summary: dict) -> str:
 
 def plot(rows: list[dict], reference_iou: float, path: pathlib.Path) -> None:
   fig, ax = plt.subplots(figsize=(8, 5))
-  for r in rows:
+  colors = plt.get_cmap('tab20').colors  # twelve strategies: no repeated colour
+  for i, r in enumerate(rows):
     labels, mean, std = np.array(r['labels']), np.array(r['iou_mean']), np.array(r['iou_std'])
     style = '-' if r['strategy'].startswith('iou') else '--'
-    ax.plot(labels, mean, style, marker='o', ms=3, label=r['strategy'])
-    ax.fill_between(labels, mean - std, mean + std, alpha=0.12)
+    color = colors[(2 * i) % 20 + (2 * i) // 20]
+    ax.plot(labels, mean, style, marker='o', ms=3, color=color, label=r['strategy'])
+    ax.fill_between(labels, mean - std, mean + std, color=color, alpha=0.10)
   if np.isfinite(reference_iou):
     ax.axhline(reference_iou, color='k', lw=1, label='full pool')
     ax.axhline(0.95 * reference_iou, color='k', lw=0.8, ls=':', label='95 % of full pool')
