@@ -3,8 +3,11 @@ naming the field, what was expected and what was given."""
 
 from __future__ import annotations
 
+import json
+
 from priojax import priority
-from priojax.errors import ConfigError
+from priojax.errors import ConfigError, WorkdirError
+from priojax.state import Workdir, atomic_write_json
 from priojax.uncertainty import AGGREGATIONS
 from priojax.models.unet import NORMS
 
@@ -75,3 +78,38 @@ def check_config(config) -> None:
   if config.data.kind == 'crisis_bench' and budget > pool:
     raise ConfigError(f'config.rounds: k={config.rounds.k} x num_rounds={config.rounds.num_rounds} '
                       f'= {budget} labels exceeds the {pool} tiles of the target pool')
+
+
+# Fields that may change between starts of one run: extending it, moving the
+# dataset cache, or the switch itself.
+_MAY_CHANGE = frozenset({'rounds.num_rounds', 'data.data_dir', 'allow_config_change'})
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def check_same_config(wd: Workdir, config: dict) -> list[str]:
+  """A resumed run must use the config it started with (or say it may not);
+  returns the fields that changed, beyond those that may always change."""
+  if wd.config.exists():
+    old, new = _flatten(json.loads(wd.config.read_text())), _flatten(config)
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k) != new.get(k) and k not in _MAY_CHANGE)
+    if changed and not config.get('allow_config_change', False):
+      shown = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed[:6])
+      raise WorkdirError(f'workdir {wd.path} was started with another config ({shown}'
+                         f'{" ..." if len(changed) > 6 else ""}); rerun with the same config, '
+                         'or pass --config.allow_config_change=True to continue anyway')
+    if old == new:
+      return []
+    atomic_write_json(wd.config, config)
+    return changed
+  atomic_write_json(wd.config, config)
+  return []

@@ -7,8 +7,11 @@ One round::
   -> metrics.jsonl + TensorBoard -> orbax checkpoint (the round is now done)
 
 Round 0 is the pretrained source model, evaluated on the target before any
-target label. A restart with the same workdir resumes after the last
-committed round and redoes the next one exactly (every key is
+target label. Each later round runs as a persisted state machine
+(round_state.py: scored -> selected -> labelled -> fine_tuned -> evaluated),
+committed by its orbax checkpoint. A restart with the same workdir resumes
+after the last committed round, skips the steps of the next round that were
+finished and redoes the first unfinished one exactly (every key is
 ``fold_in(seed, round, purpose)``).
 """
 
@@ -23,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from priojax import export, faults, priority, rngs, selection, tile_metrics
-from priojax.config_checks import check_config
+from priojax import export, faults, priority, rngs, round_state, selection, tile_metrics
+from priojax.config_checks import check_config, check_same_config
 from priojax.data import builders, geo_builder, synthetic
 from priojax.data.manifest import load_manifest
 from priojax.data.pool import TileSource
@@ -34,10 +37,10 @@ from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
 from priojax.annotations import AwaitingLabels, HumanOracle
 from priojax.oracle import BenchmarkOracle, LedgerEntry, is_calibration, mask_hash, verify_labels
-from priojax.report import MetricsWriter, plot_learning_curve
+from priojax.report import MetricsWriter, check_record, plot_learning_curve
 from priojax.networks import Networks
 from priojax.scoring import Scorer
-from priojax.state import RoundCheckpoints, Workdir, atomic_write_json
+from priojax.state import RoundCheckpoints, Workdir, disk_errors
 from priojax.train import HeadLoss, Trainer
 
 
@@ -96,6 +99,7 @@ class Experiment:
     self.source_train = self.data['source_train'].read_all()
     self.ckpts = RoundCheckpoints(workdir.checkpoints)
     self.writer = MetricsWriter(workdir)
+    self._pretrained_unet = None  # for finetune.init='pretrained', read once
 
   def _make_oracle(self):
     pool = self.data['target_pool']
@@ -154,28 +158,52 @@ class Experiment:
     state, head = self.fit_head(state, [], 0)
     return state, {**fit, **head, 'finetune_seconds': time.perf_counter() - start}
 
-  def select(self, state, labelled: dict[int, LedgerEntry], round_index: int):
+  def score(self, state, labelled: dict[int, LedgerEntry], round_index: int):
+    """(pool stats, reference embedding for distance formulas, seconds)."""
     cfg = self.config
     stats = self.scorer.score(state.params, self.data['target_pool'],
-                              key=rngs.round_key(cfg.seed, round_index, 'mc_dropout'))
+                              key=rngs.round_key(cfg.seed, round_index, 'mc_dropout'),
+                              on_batch=faults.on_step('scoring', round_index, at=2))
     score_seconds = self.scorer.last_seconds
-    selectable = ~np.isin(stats.ids, np.fromiter(labelled, np.int64, len(labelled)))
     reference = np.zeros((0, stats.embedding.shape[1]), np.float32)
     if self.formula.needs_reference:
       n_ref = min(cfg.priority.source_reference, len(self.data['source_train']))
       ref = self.scorer.score(state.params, self.data['source_train'], np.arange(n_ref))
-      reference = np.concatenate([ref.embedding, stats.embedding[~selectable]])
+      labelled_rows = np.isin(stats.ids, np.fromiter(labelled, np.int64, len(labelled)))
+      reference = np.concatenate([ref.embedding, stats.embedding[labelled_rows]])
       score_seconds += self.scorer.last_seconds
+    return stats, reference, score_seconds
+
+  def select(self, stats, reference, labelled: dict[int, LedgerEntry], round_index: int):
+    cfg = self.config
+    selectable = ~np.isin(stats.ids, np.fromiter(labelled, np.int64, len(labelled)))
     ctx = priority.SelectionContext(
         k=cfg.rounds.k, rng=rngs.round_key(cfg.seed, round_index, 'select'),
         selectable=selectable, reference_embedding=reference,
         hparams={'alpha': cfg.priority.alpha, 'beta': cfg.priority.beta,
                  'aggregation': cfg.priority.aggregation})
-    faults.crash_point('scored', round_index)
-    picked = selection.select(self.formula, stats, ctx)
-    if self.geo is not None:
-      self.export(state, stats, picked, round_index)
-    return picked, score_seconds
+    return selection.select(self.formula, stats, ctx)
+
+  def fine_tune(self, state, labelled: dict[int, LedgerEntry], round_index: int):
+    """U-Net on the labelled tiles, then both heads; returns (state, info)."""
+    cfg, r = self.config, round_index
+    t_ft = time.perf_counter()
+    if cfg.finetune.init == 'pretrained':
+      if self._pretrained_unet is None:
+        self._pretrained_unet = self.ckpts.restore(0, self.template())[0].params['unet']
+      state = self.trainer.reset_unet(state, self._pretrained_unet)
+    f = cfg.finetune
+    state, fit = self.trainer.fine_tune(
+        state, self.labelled_arrays(labelled), self.source_train, steps=f.steps,
+        batch_size=f.batch_size, learning_rate=f.learning_rate, replay=f.source_replay,
+        rng=rngs.round_key(cfg.seed, r, 'finetune'),
+        on_step=faults.on_step('fine_tuning', r, at=max(1, f.steps // 2)))
+    faults.crash_point('unet_trained', r)
+    t_head = time.perf_counter()
+    calibration = sorted(i for i, e in labelled.items() if e.calibration)
+    state, head = self.fit_head(state, calibration, r)
+    return state, {**fit, **head, 'finetune_seconds': t_head - t_ft,
+                   'head_seconds': time.perf_counter() - t_head}
 
   def export(self, state, stats, picked, round_index: int) -> None:
     """GeoTIFF runs: the round's chips, outlines, predictions and heat map."""
@@ -234,98 +262,103 @@ def run(config, workdir: str) -> list[dict]:
   check_config(config)
   priority.get(config.priority.name)  # an unknown name fails before anything is written
   wd = Workdir(workdir)
+  with disk_errors(wd):
+    return _run(config, wd)
+
+
+def _run(config, wd: Workdir) -> list[dict]:
   exp = Experiment(config, wd)
-  _check_same_config(wd, json.loads(config.to_json()))
+  changed = check_same_config(wd, json.loads(config.to_json()))
   done, state, labelled, history = _restore_or_pretrain(exp)
-  # Kept only for 'pretrained' resets; copied there because steps donate buffers.
-  reset = config.finetune.init == 'pretrained'
-  pretrained_unet = state.params['unet'] if reset and done == 0 else None
-  seed = config.seed
+  round_state.clear_finished(wd, done)
   for r in range(done + 1, config.rounds.num_rounds + 1):
-    start = time.perf_counter()
-    picked, score_seconds = exp.select(state, labelled, r)
-    atomic_write_json(wd.selected(r), {'round': r, 'formula': exp.formula.name, **picked.to_json()})
-    faults.crash_point('selected', r)
     try:
-      revealed, sources = exp.oracle.label_round(r, picked.ids)
+      state = _run_round(exp, state, labelled, history, r, config_changed=changed)
     except AwaitingLabels as waiting:
       logging.info('%s', waiting)
       print(f'waiting for labels: {waiting}', flush=True)
       break
-    for tile_id, mask, source in zip(picked.ids, revealed.get('mask', []), sources):
-      labelled[int(tile_id)] = LedgerEntry(
-          id=int(tile_id), round=r, source=source, sha256=mask_hash(mask),
-          calibration=is_calibration(seed, tile_id, config.head.holdout_fraction))
-    faults.crash_point('revealed', r)
-    t_ft = time.perf_counter()
-    if reset:
-      if pretrained_unet is None:
-        pretrained_unet = exp.ckpts.restore(0, exp.template())[0].params['unet']
-      state = exp.trainer.reset_unet(state, pretrained_unet)
-    f = config.finetune
-    state, fit = exp.trainer.fine_tune(
-        state, exp.labelled_arrays(labelled), exp.source_train, steps=f.steps,
-        batch_size=f.batch_size, learning_rate=f.learning_rate, replay=f.source_replay,
-        rng=rngs.round_key(seed, r, 'finetune'))
-    faults.crash_point('finetuned', r)
-    t_head = time.perf_counter()
-    calibration = sorted(i for i, e in labelled.items() if e.calibration)
-    state, head = exp.fit_head(state, calibration, r)
-    faults.crash_point('head_fitted', r)
-    t_eval = time.perf_counter()
-    record = {'round': r, 'labels': len(labelled), 'labels_fit': len(labelled) - len(calibration),
-              'labels_calibration': len(calibration), **exp.evaluate(state), **fit, **head,
-              'score_seconds': score_seconds, 'finetune_seconds': t_head - t_ft,
-              'head_seconds': t_eval - t_head, 'eval_seconds': time.perf_counter() - t_eval,
-              'round_seconds': time.perf_counter() - start}
-    history.append(exp.writer.write(record))
-    faults.crash_point('metrics_written', r)
-    _save(exp, r, state, labelled, history)
-    faults.crash_point('committed', r)
-    _log_record(record)
-    plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
+    changed = []
   if done >= config.rounds.num_rounds:
     logging.info('all %d rounds were already done in %s', config.rounds.num_rounds, wd.path)
-  plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
+  if history[-1]['round'] > done or not wd.learning_curve.exists():
+    plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
   exp.writer.close()
   exp.ckpts.close()
   return history
 
 
-# Fields that may change between starts of one run: extending it, moving the
-# dataset cache, or the switch itself.
-_MAY_CHANGE = frozenset({'rounds.num_rounds', 'data.data_dir', 'allow_config_change'})
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
-def _check_same_config(wd: Workdir, config: dict) -> None:
-  """A resumed run must use the config it started with (or say it may not)."""
-  if wd.config.exists():
-    old, new = _flatten(json.loads(wd.config.read_text())), _flatten(config)
-    changed = sorted(k for k in old.keys() | new.keys()
-                     if old.get(k) != new.get(k) and k not in _MAY_CHANGE)
-    if changed and not config.get('allow_config_change', False):
-      shown = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed[:6])
-      raise WorkdirError(f'workdir {wd.path} was started with another config ({shown}'
-                         f'{" ..." if len(changed) > 6 else ""}); rerun with the same config, '
-                         'or pass --config.allow_config_change=True to continue anyway')
-    if not changed:
-      return
-  atomic_write_json(wd.config, config)
+def _run_round(exp: Experiment, state, labelled: dict[int, LedgerEntry], history: list[dict],
+               r: int, config_changed: list[str]):
+  """One round through its persisted steps (round_state.py); returns the
+  committed state. ``labelled`` and ``history`` are extended in place."""
+  cfg, wd = exp.config, exp.workdir
+  progress = round_state.RoundProgress(wd, r)
+  if config_changed and progress.has('fine_tuned'):
+    logging.info('round %d: config changed (%s); redoing its training', r, ', '.join(config_changed))
+    progress.rewind('labelled')
+  if progress.done:
+    logging.info('round %d: resuming after step %r', r, progress.done[-1])
+  start = time.perf_counter()
+  if progress.has('scored'):
+    stats, reference, score_seconds = progress.load_scores()
+  else:
+    stats, reference, score_seconds = exp.score(state, labelled, r)
+    progress.save_scores(stats, reference, score_seconds)
+  faults.crash_point('scored', r)
+  if progress.has('selected'):
+    picked = progress.load_selection()
+  else:
+    picked = exp.select(stats, reference, labelled, r)
+    if exp.geo is not None:
+      exp.export(state, stats, picked, r)
+    progress.save_selection(picked, exp.formula.name)
+  faults.crash_point('selected', r)
+  if progress.has('labelled'):
+    entries = progress.load_labels()
+  else:
+    revealed, sources = exp.oracle.label_round(r, picked.ids)
+    entries = [LedgerEntry(id=int(i), round=r, source=source, sha256=mask_hash(mask),
+                           calibration=is_calibration(cfg.seed, i, cfg.head.holdout_fraction))
+               for i, mask, source in zip(picked.ids, revealed.get('mask', []), sources)]
+    progress.save_labels(entries)
+  faults.crash_point('labelled', r)
+  for entry in entries:
+    if entry.id in labelled:
+      raise WorkdirError(f'{progress.folder}: tile {entry.id} is labelled in round {r} and already '
+                         f'in round {labelled[entry.id].round}; the workdir is inconsistent')
+    labelled[entry.id] = entry
+  if progress.has('fine_tuned'):
+    state, info = progress.load_state(exp.template())
+  else:
+    state, info = exp.fine_tune(state, labelled, r)
+    progress.save_state(state, info)
+  faults.crash_point('fine_tuned', r)
+  if progress.has('evaluated'):
+    record = progress.load_record()
+  else:
+    t_eval = time.perf_counter()
+    n_cal = sum(e.calibration for e in labelled.values())
+    record = check_record({
+        'round': r, 'labels': len(labelled), 'labels_fit': len(labelled) - n_cal,
+        'labels_calibration': n_cal, **exp.evaluate(state), **info, 'score_seconds': score_seconds,
+        'eval_seconds': time.perf_counter() - t_eval, 'round_seconds': time.perf_counter() - start})
+    progress.save_record(record)
+  faults.crash_point('evaluated', r)
+  history.append(exp.writer.write(record))
+  faults.crash_point('metrics_written', r)
+  _save(exp, r, state, labelled, history)
+  faults.crash_point('committed', r)
+  round_state.clear_finished(wd, r)
+  _log_record(record)
+  plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
+  return state
 
 
 def _save(exp: Experiment, r: int, state, labelled: dict[int, LedgerEntry], history: list[dict]):
   meta = {'round': r, 'seed': exp.config.seed,
           'rng_key_data': np.asarray(jax.random.key_data(jax.random.key(exp.config.seed))).tolist(),
           'ledger': [labelled[i].to_json() for i in sorted(labelled)], 'history': history}
-  exp.ckpts.save(r, state, meta)
+  with faults.inside_checkpoint_write(r):
+    exp.ckpts.save(r, state, meta)
 

@@ -41,7 +41,9 @@ class MetricsWriter:
   def rewrite(self, history: list[dict]) -> None:
     """Makes metrics.jsonl hold exactly the finished rounds (used on resume)."""
     text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in history)
-    atomic_write_text(self.workdir.metrics, text)
+    path = self.workdir.metrics
+    if not path.exists() or path.read_text() != text:
+      atomic_write_text(path, text)
 
   def write(self, record: dict) -> dict:
     record = check_record(record)

@@ -11,7 +11,7 @@ only the resulting ``PoolStats``.
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import flax
 import jax
@@ -83,9 +83,11 @@ class Scorer:
       yield pending[0], jax.tree.map(lambda a, v=pending[2]: np.asarray(a)[:v], pending[1])
 
   def score(self, params: dict, source: TileSource, positions: np.ndarray | None = None,
-            key: jax.Array | None = None) -> PoolStats:
+            key: jax.Array | None = None,
+            on_batch: Callable[[int], None] | None = None) -> PoolStats:
     """PoolStats for the tiles of ``source`` (all, or those at ``positions``);
-    ``key`` drives MC dropout (each tile folds in its id)."""
+    ``key`` drives MC dropout (each tile folds in its id); ``on_batch(n)``
+    is called after the n-th batch's results arrive."""
     start = time.perf_counter()
     key = jax.random.key(0) if key is None else key
     ids, outs = [], []
@@ -93,6 +95,8 @@ class Scorer:
                                    ('image', 'id'), (key,)):
       ids.append(batch['id'])
       outs.append(out)
+      if on_batch is not None:
+        on_batch(len(outs))
     self.last_seconds = time.perf_counter() - start
     if not outs:
       outs = [jax.tree.map(lambda a: np.zeros((0,) + a.shape[1:], a.dtype), self._empty_row(params))]

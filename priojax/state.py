@@ -7,6 +7,7 @@ Layout::
     checkpoints/<round>/     orbax: train state + round meta (ledger, history)
     metrics.jsonl            one line per finished round
     selected_round_<r>.json  the tiles picked in round r, with priorities
+    rounds/round_<r>/        the unfinished round's finished steps (round_state.py)
     tb/                      TensorBoard events
     learning_curve.png
 
@@ -18,11 +19,13 @@ instant leaves the previous round complete and the next redoable.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pathlib
 import tempfile
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -52,6 +55,40 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
 
 def atomic_write_json(path: pathlib.Path, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + '\n')
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_DISK_FULL_TEXT = ('No space left on device', 'Disk quota exceeded', 'File too large')
+
+
+def _disk_full_cause(exc: BaseException | None) -> BaseException | None:
+  """The disk-full error in ``exc``'s chain: orbax and tensorstore wrap the
+  OSError, sometimes only keeping its message."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+      return exc
+    if any(t in str(exc) for t in _DISK_FULL_TEXT):
+      return exc
+    exc = exc.__cause__ or exc.__context__
+  return None
+
+
+@contextlib.contextmanager
+def disk_errors(workdir: 'Workdir') -> Iterator[None]:
+  """A full disk (or quota, or file-size limit) as one WorkdirError line."""
+  try:
+    yield
+  except Exception as e:  # noqa: BLE001  (re-raised unless it is a full disk)
+    cause = _disk_full_cause(e)
+    if cause is None:
+      raise
+    where = getattr(cause, 'filename', None) or workdir.path
+    reason = os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno else (
+        next(t for t in _DISK_FULL_TEXT if t in str(cause)))
+    raise WorkdirError(f'{where}: {reason} while writing the workdir; the last committed round is '
+                       'intact: free some space and rerun the same command to resume') from None
 
 
 class Workdir:
@@ -98,6 +135,10 @@ class Workdir:
   def selected(self, round_index: int) -> pathlib.Path:
     return self.path / f'selected_round_{round_index}.json'
 
+  def round_folder(self, round_index: int) -> pathlib.Path:
+    """The unfinished round's steps (see round_state.py)."""
+    return self.path / 'rounds' / f'round_{round_index}'
+
 
 class RoundCheckpoints:
   """Orbax checkpoints, one step per round (0 = the pretrained model)."""
@@ -127,6 +168,11 @@ class RoundCheckpoints:
     out = self._manager.restore(round_index, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out.state, out.meta
+
+  def read_meta(self, round_index: int) -> dict:
+    """The round's ledger and history, without restoring the train state."""
+    return self._manager.restore(round_index, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore())).meta
 
   def close(self) -> None:
     self._manager.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax
 import jax
@@ -143,17 +143,20 @@ class Trainer:
     heads = optax.apply_updates(heads, updates)
     new = state.replace(head_step=state.head_step + 1, params={**state.params, **heads},
                         head_opt=head_opt)
-    return new, {'loss': loss, 'mse': mse, 'rank': rank, 'loss_rank': loss_rank}
+    return new, {'loss': loss, 'mse': mse, 'rank': rank, 'loss_rank': loss_rank,
+                 'grad_norm': optax.tree.norm(grads)}
 
   def fine_tune(self, state: TrainState, target: dict | None, source: dict, *, steps: int,
                 batch_size: int, learning_rate: float, replay: float, rng: jax.Array,
-                log_every: int = 0, what: str = 'fine-tune'):
+                log_every: int = 0, what: str = 'fine-tune',
+                on_step: Callable[[int], None] | None = None):
     """``steps`` U-Net steps on batches mixing labelled target tiles and
     source tiles (a ``replay`` fraction of each batch); returns (state, metrics).
 
     The learning rate warms up over 5 % of the steps and decays to zero by a
     cosine, every call: each round ends on a settled model, so rounds are
-    compared at rest rather than mid-oscillation."""
+    compared at rest rather than mid-oscillation. ``on_step(n)`` is called
+    after step n is dispatched."""
     batch_size = mesh_lib.batch_multiple(self.mesh, batch_size)
     n_t = 0 if target is None else len(target['image'])
     b_s = batch_size if n_t == 0 else min(batch_size - 1, int(round(batch_size * replay)))
@@ -164,7 +167,7 @@ class Trainer:
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, learning_rate, max(1, steps // 20), max(steps, 2), end_value=0.0)
     lrs = np.asarray([schedule(s + 1) for s in range(steps)], np.float32)
-    losses = []
+    losses, grad_norms = [], []
     for s in range(steps):
       images = [source['image'][idx_s[s]]]
       masks = [source['mask'][idx_s[s]]]
@@ -174,8 +177,14 @@ class Trainer:
       batch = mesh_lib.shard_batch(self.mesh, (np.concatenate(images), np.concatenate(masks)))
       state, metrics = self.seg_step(state, *batch, k_step, lrs[s])
       losses.append(metrics['loss'])
+      grad_norms.append(metrics['grad_norm'])
       if (s + 1) % 50 == 0 or s + 1 == steps:
+        # Checked every 50 steps (not every step) to keep the device busy; a
+        # non-finite state is thrown away with the round, never committed.
         _check_finite(losses[-50:], 'segmentation loss', int(state.step))
+        _check_finite(grad_norms[-50:], 'U-Net gradient norm', int(state.step))
+      if on_step is not None:
+        on_step(s + 1)
       if log_every and (s + 1) % log_every == 0:
         logging.info('%s step %d/%d | loss %.4f', what, s + 1, steps,
                      float(np.mean(jax.device_get(losses[-log_every:]))))
@@ -198,7 +207,7 @@ class Trainer:
            for k, t in zip(keys, sets)]
     order = np.asarray(jax.random.uniform(jax.random.fold_in(rng, len(sets)), (steps, per_set * len(sets))))
     state = state.replace(head_opt=with_learning_rate(state.head_opt, learning_rate))
-    losses = []
+    losses, grad_norms = [], []
     for s in range(steps):
       batch = {k: np.concatenate([t[k][i[s]] for t, i in zip(sets, idx)])
                for k in ('head_inputs', 'true_iou', 'true_loss')}
@@ -208,13 +217,19 @@ class Trainer:
                                       batch['true_iou'][perm].astype(np.float32),
                                       batch['true_loss'][perm].astype(np.float32))
       losses.append(metrics['loss'])
+      grad_norms.append(metrics['grad_norm'])
     _check_finite(losses, 'IoU head loss', int(state.head_step))
+    _check_finite(grad_norms, 'IoU head gradient norm', int(state.head_step))
     losses = np.asarray(jax.device_get(losses))
     return state, {'head_loss_end': float(losses[-max(1, steps // 10):].mean())}
 
 
-def _check_finite(values, what: str, step: int) -> None:
+def _check_finite(values, what: str, last_step: int) -> None:
+  """``values`` are the last steps' metrics, the final one at ``last_step``."""
   values = np.asarray(jax.device_get(values))
-  if not np.isfinite(values).all():
-    raise TrainingError(f'{what} became non-finite at step {step}; '
-                        'the last good checkpoint is kept (lower the learning rate?)')
+  bad = np.flatnonzero(~np.isfinite(values))
+  if len(bad):
+    step = last_step - len(values) + 1 + int(bad[0])
+    raise TrainingError(f'{what} became {values[bad[0]]} at step {step}; the round is stopped and '
+                        'the last committed checkpoint is kept (lower the learning rate, then rerun '
+                        'with --config.allow_config_change=True)')

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, subprocess_env
-from priojax import loop
+from priojax import faults, loop, round_state
+from priojax.state import RoundCheckpoints
 
 TIMING_KEYS = ('seconds',)
 
@@ -72,19 +73,63 @@ def test_launcher_runs_and_overrides(two_round_run):
   assert len(set(ids)) == 12  # never re-selected
 
 
-@pytest.mark.parametrize('crash_at', ['committed:1', 'finetuned:2', 'selected:1'])
-def test_resume_after_kill_matches_uninterrupted(tmp_path, data_dir, two_round_run, crash_at):
+# Every crash point of faults.POINTS, in the order a run reaches them, spread
+# over both rounds: each launch resumes the previous one's wreck and is killed
+# at a later point, so every step is both interrupted and resumed.
+KILL_CHAIN = ('scoring:1', 'selected:1', 'fine_tuning:1', 'evaluated:1', 'checkpoint_writing:1',
+              'scored:2', 'labelled:2', 'unet_trained:2', 'fine_tuned:2', 'metrics_written:2',
+              'committed:2')
+# The steps persisted in progress.json when each point is reached.
+PERSISTED = {'scoring': [], 'scored': ['scored'], 'selected': ['scored', 'selected'],
+             'labelled': ['scored', 'selected', 'labelled'],
+             'fine_tuning': ['scored', 'selected', 'labelled'],
+             'unet_trained': ['scored', 'selected', 'labelled'],
+             'fine_tuned': ['scored', 'selected', 'labelled', 'fine_tuned'],
+             'evaluated': list(round_state.STEPS), 'metrics_written': list(round_state.STEPS),
+             'checkpoint_writing': list(round_state.STEPS)}
+
+
+def _committed(workdir):
+  """(last committed round, its ledger, its history), read as a user would."""
+  ckpts = RoundCheckpoints(workdir / 'checkpoints', read_only=True)
+  try:
+    latest = ckpts.latest_step()
+    meta = ckpts.read_meta(latest)
+  finally:
+    ckpts.close()
+  return latest, meta['ledger'], meta['history']
+
+
+def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, two_round_run):
+  assert {p.split(':')[0] for p in KILL_CHAIN} == set(faults.POINTS)
   reference, _ = two_round_run
-  workdir = tmp_path / 'killed'
-  first = _launch(workdir, data_dir, '--config.rounds.num_rounds=2', crash_at=crash_at)
-  assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
-  second = _launch(workdir, data_dir, '--config.rounds.num_rounds=2')
-  assert second.returncode == 0, second.stderr[-3000:]
-  assert 'resuming after round' in second.stderr
   want_lines, want_sel = _read(reference)
+  want_ids = [want_sel[f'selected_round_{r}.json']['ids'] for r in (1, 2)]
+  workdir = tmp_path / 'killed'
+  for n, crash_at in enumerate(KILL_CHAIN):
+    result = _launch(workdir, data_dir, '--config.rounds.num_rounds=2', crash_at=crash_at)
+    assert result.returncode == -signal.SIGKILL, (crash_at, result.stderr[-3000:])
+    if n:
+      assert 'resuming after round' in result.stderr, crash_at
+    point, r = crash_at.split(':')
+    r = int(r)
+    # Either the old round or the new one is complete, never half of one:
+    latest, ledger, history = _committed(workdir)
+    assert latest == (r if point == 'committed' else r - 1), crash_at
+    assert _strip_timings(history) == _strip_timings(want_lines[:latest + 1]), crash_at
+    assert [e['id'] for e in ledger] == sorted(sum(want_ids[:latest], [])), crash_at
+    progress = workdir / 'rounds' / f'round_{r}' / 'progress.json'
+    if point != 'committed':
+      done = json.loads(progress.read_text())['done'] if progress.exists() else []
+      assert done == PERSISTED[point], crash_at
+  last = _launch(workdir, data_dir, '--config.rounds.num_rounds=2')
+  assert last.returncode == 0, last.stderr[-3000:]
   got_lines, got_sel = _read(workdir)
   assert got_sel == want_sel
   assert _strip_timings(got_lines) == _strip_timings(want_lines)
+  latest, ledger, _ = _committed(workdir)
+  assert latest == 2 and [e['id'] for e in ledger] == sorted(sum(want_ids, []))
+  assert not (workdir / 'rounds' / 'round_2').exists()  # cleared after its commit
 
 
 def test_shared_pretrained_model_and_reset_fine_tuning(tmp_path, smoke_config):
