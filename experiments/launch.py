@@ -7,11 +7,33 @@ import importlib.util
 import logging as std_logging
 import os
 import sys
+import warnings
 from typing import Callable, Sequence
 
 from absl import flags, logging
 
 from priojax.errors import PriojaxError
+
+
+_ORBAX_WORKER = 'orbax/checkpoint/_src/futures/future.py'
+
+
+# After a failed orbax save (a full disk), tensorstore's callbacks still fire
+# into the save's event loop, already closed, its unawaited writes are
+# reported as never retrieved, and it is all printed from background threads
+# while the failure itself becomes our one error line: hush only those.
+
+
+def _quiet_closed_loop(unraisable) -> None:
+  exc = unraisable.exc_value
+  if isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed':
+    return
+  sys.__unraisablehook__(unraisable)
+
+
+def _orbax_leftover(record: std_logging.LogRecord) -> bool:
+  return (record.name == 'asyncio' and str(record.msg).startswith('Task exception was never retrieved')
+          and 'orbax' in record.getMessage())
 
 
 class _OwnInfoOnly(std_logging.Filter):
@@ -24,9 +46,11 @@ class _OwnInfoOnly(std_logging.Filter):
             'CheckpointManagerOptions.read_only=True')
 
   def filter(self, record: std_logging.LogRecord) -> bool:
+    path = record.pathname.replace('\\', '/')
+    if path.endswith(_ORBAX_WORKER) or _orbax_leftover(record):
+      return False  # a failed save's traceback from orbax's thread; we report the error itself
     if record.levelno >= std_logging.WARNING:
       return not str(record.msg).startswith(self._NOISE)
-    path = record.pathname.replace('\\', '/')
     return '/priojax/' in path or '/experiments/' in path
 
 
@@ -42,6 +66,8 @@ def setup_runtime() -> None:
   tfds.disable_progress_bar()
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
+  sys.unraisablehook = _quiet_closed_loop
+  warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
 
 
 def main_with_clean_errors(fn: Callable[[], object]) -> None:

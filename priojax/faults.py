@@ -14,10 +14,10 @@ reaches them:
 ``unet_trained``       U-Net fine-tuned, heads not yet refitted
 ``fine_tuned``         fine-tuned train state persisted
 ``evaluated``          the round's metrics record persisted
-``metrics_written``    metrics.jsonl line appended, checkpoint not written
 ``checkpoint_writing`` orbax checkpoint fully written to its temporary
                        folder, not yet renamed into place
-``committed``          checkpoint committed, round folder not yet removed
+``committed``          checkpoint committed, metrics.jsonl not yet written
+``metrics_written``    metrics.jsonl line appended, round folder not removed
 =====================  ====================================================
 
 Unset, each point costs one dict lookup.
@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 ENV = 'PRIOJAX_CRASH_AT'
 POINTS = ('scoring', 'scored', 'selected', 'labelled', 'fine_tuning', 'unet_trained', 'fine_tuned',
-          'evaluated', 'metrics_written', 'checkpoint_writing', 'committed')
+          'evaluated', 'checkpoint_writing', 'committed', 'metrics_written')
 
 
 def armed(point: str, round_index: int) -> bool:

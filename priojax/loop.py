@@ -238,15 +238,15 @@ def _restore_or_pretrain(exp: Experiment):
     state, meta = exp.ckpts.restore(latest, exp.template())
     logging.info('resuming after round %d from %s', latest, exp.workdir.checkpoints)
     labelled = {e['id']: LedgerEntry(**e) for e in meta['ledger']}
-    exp.writer.rewrite(meta['history'])  # drops lines of a round that did not commit
+    exp.writer.sync(meta['history'])
     return latest, state, labelled, meta['history']
   logging.info('pretraining on the source region')
   state, info = exp.pretrain()
   record = {'round': 0, 'labels': 0, 'labels_fit': 0, 'labels_calibration': 0,
             **exp.evaluate(state), **info}
-  exp.writer.rewrite([])
-  history = [exp.writer.write(record)]
+  history = [check_record(record)]
   _save(exp, 0, state, {}, history)
+  exp.writer.sync(history)
   _log_record(record)
   return 0, state, {}, history
 
@@ -345,10 +345,11 @@ def _run_round(exp: Experiment, state, labelled: dict[int, LedgerEntry], history
         'eval_seconds': time.perf_counter() - t_eval, 'round_seconds': time.perf_counter() - start})
     progress.save_record(record)
   faults.crash_point('evaluated', r)
-  history.append(exp.writer.write(record))
-  faults.crash_point('metrics_written', r)
-  _save(exp, r, state, labelled, history)
+  history.append(record)
+  _save(exp, r, state, labelled, history)  # the round is done once this returns
   faults.crash_point('committed', r)
+  exp.writer.write(record)
+  faults.crash_point('metrics_written', r)
   round_state.clear_finished(wd, r)
   _log_record(record)
   plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import tensorboardX  # noqa: E402
 
 from priojax.errors import TrainingError  # noqa: E402
-from priojax.state import Workdir, atomic_write_text  # noqa: E402
+from priojax.state import Workdir, atomic_write_bytes, atomic_write_text  # noqa: E402
 
 # Undefined rather than broken when the predictions are constant.
 MAY_BE_NAN = frozenset({'head_spearman', 'pool_spearman'})
@@ -34,16 +35,28 @@ def check_record(record: dict) -> dict:
 
 
 class MetricsWriter:
+  """metrics.jsonl and TensorBoard: a view of the committed history (the
+  checkpoint's meta is the record; these files are rebuilt from it)."""
+
   def __init__(self, workdir: Workdir):
     self.workdir = workdir
     self._tb = None
 
-  def rewrite(self, history: list[dict]) -> None:
-    """Makes metrics.jsonl hold exactly the finished rounds (used on resume)."""
-    text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in history)
+  def sync(self, history: list[dict]) -> None:
+    """Makes metrics.jsonl hold exactly the committed rounds (used on resume):
+    drops lines of a round that did not commit and adds, to both files, a
+    committed round whose lines a crash kept from being written."""
     path = self.workdir.metrics
-    if not path.exists() or path.read_text() != text:
-      atomic_write_text(path, text)
+    old = path.read_text().splitlines() if path.exists() else []
+    new = [json.dumps(r, sort_keys=True) for r in history]
+    if old == new:
+      return
+    atomic_write_text(path, ''.join(line + '\n' for line in new))
+    written = 0
+    while written < min(len(old), len(new)) and old[written] == new[written]:
+      written += 1
+    for record in history[written:]:
+      self._scalars(record)
 
   def write(self, record: dict) -> dict:
     record = check_record(record)
@@ -51,6 +64,10 @@ class MetricsWriter:
       f.write(json.dumps(record, sort_keys=True) + '\n')
       f.flush()
       os.fsync(f.fileno())
+    self._scalars(record)
+    return record
+
+  def _scalars(self, record: dict) -> None:
     if self._tb is None:
       self._tb = tensorboardX.SummaryWriter(str(self.workdir.tensorboard))
     step = int(record.get('labels', record.get('round', 0)))
@@ -58,7 +75,6 @@ class MetricsWriter:
       if isinstance(value, (int, float)) and value is not None and key not in ('round', 'labels'):
         self._tb.add_scalar(key, value, step)
     self._tb.flush()
-    return record
 
   def close(self) -> None:
     if self._tb is not None:
@@ -84,10 +100,10 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path, title: str) -> 
   axes[1].grid(alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
-  tmp = path.with_name(f'.{path.name}.tmp.png')
-  fig.savefig(tmp, dpi=110)
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=110, format='png')
   plt.close(fig)
-  os.replace(tmp, path)
+  atomic_write_bytes(path, buf.getvalue())
 
 
 def markdown_table(history: list[dict]) -> str:

@@ -24,6 +24,7 @@ import errno
 import json
 import os
 import pathlib
+import re
 import tempfile
 from typing import Any, Iterator
 
@@ -61,18 +62,29 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _DISK_FULL_TEXT = ('No space left on device', 'Disk quota exceeded', 'File too large')
 
 
-def _disk_full_cause(exc: BaseException | None) -> BaseException | None:
-  """The disk-full error in ``exc``'s chain: orbax and tensorstore wrap the
-  OSError, sometimes only keeping its message."""
-  seen = set()
-  while exc is not None and id(exc) not in seen:
-    seen.add(id(exc))
-    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-      return exc
-    if any(t in str(exc) for t in _DISK_FULL_TEXT):
-      return exc
+def _chain(exc: BaseException | None) -> list[BaseException]:
+  out = []
+  while exc is not None and all(exc is not e for e in out):
+    out.append(exc)
     exc = exc.__cause__ or exc.__context__
-  return None
+  return out
+
+
+def _disk_full(exc: BaseException) -> tuple[str, str] | None:
+  """(where, reason) when ``exc`` comes from a full disk; orbax and
+  tensorstore wrap the OSError, sometimes keeping only its message."""
+  reason, where = None, None
+  for e in _chain(exc):
+    if isinstance(e, OSError) and e.errno in _DISK_FULL:
+      reason = reason or os.strerror(e.errno)
+      where = where or e.filename
+    text = next((t for t in _DISK_FULL_TEXT if t in str(e)), None)
+    if text:
+      reason = reason or text
+      # tensorstore: 'Failed writing: "<path>": ... File too large'
+      quoted = re.search(r'Failed writing: "([^"]+)"', str(e)) or re.search(r'"(/[^"]+)"', str(e))
+      where = where or (quoted.group(1) if quoted else None)
+  return None if reason is None else (where, reason)
 
 
 @contextlib.contextmanager
@@ -81,14 +93,13 @@ def disk_errors(workdir: 'Workdir') -> Iterator[None]:
   try:
     yield
   except Exception as e:  # noqa: BLE001  (re-raised unless it is a full disk)
-    cause = _disk_full_cause(e)
-    if cause is None:
+    full = _disk_full(e)
+    if full is None:
       raise
-    where = getattr(cause, 'filename', None) or workdir.path
-    reason = os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno else (
-        next(t for t in _DISK_FULL_TEXT if t in str(cause)))
-    raise WorkdirError(f'{where}: {reason} while writing the workdir; the last committed round is '
-                       'intact: free some space and rerun the same command to resume') from None
+    where, reason = full
+    raise WorkdirError(f'{where or workdir.path}: {reason} while writing the workdir; the last '
+                       'committed round is intact: free some space and rerun the same command '
+                       'to resume') from None
 
 
 class Workdir:

@@ -181,8 +181,8 @@ class Trainer:
       if (s + 1) % 50 == 0 or s + 1 == steps:
         # Checked every 50 steps (not every step) to keep the device busy; a
         # non-finite state is thrown away with the round, never committed.
-        _check_finite(losses[-50:], 'segmentation loss', int(state.step))
-        _check_finite(grad_norms[-50:], 'U-Net gradient norm', int(state.step))
+        _check_finite({'loss': losses[-50:], 'gradient norm': grad_norms[-50:]}, f'{what} of the U-Net',
+                      int(state.step))
       if on_step is not None:
         on_step(s + 1)
       if log_every and (s + 1) % log_every == 0:
@@ -218,18 +218,22 @@ class Trainer:
                                       batch['true_loss'][perm].astype(np.float32))
       losses.append(metrics['loss'])
       grad_norms.append(metrics['grad_norm'])
-    _check_finite(losses, 'IoU head loss', int(state.head_step))
-    _check_finite(grad_norms, 'IoU head gradient norm', int(state.head_step))
+    _check_finite({'loss': losses, 'gradient norm': grad_norms}, 'IoU head fitting',
+                  int(state.head_step))
     losses = np.asarray(jax.device_get(losses))
     return state, {'head_loss_end': float(losses[-max(1, steps // 10):].mean())}
 
 
-def _check_finite(values, what: str, last_step: int) -> None:
-  """``values`` are the last steps' metrics, the final one at ``last_step``."""
-  values = np.asarray(jax.device_get(values))
-  bad = np.flatnonzero(~np.isfinite(values))
-  if len(bad):
-    step = last_step - len(values) + 1 + int(bad[0])
-    raise TrainingError(f'{what} became {values[bad[0]]} at step {step}; the round is stopped and '
-                        'the last committed checkpoint is kept (lower the learning rate, then rerun '
-                        'with --config.allow_config_change=True)')
+def _check_finite(series: dict[str, list], what: str, last_step: int) -> None:
+  """``series`` holds the last steps' loss and gradient norm, the final
+  entries at ``last_step``; names the first step where either is NaN/inf."""
+  values = {k: np.asarray(jax.device_get(v), np.float64) for k, v in series.items()}
+  bad = np.zeros(len(next(iter(values.values()))), bool)
+  for v in values.values():
+    bad |= ~np.isfinite(v)
+  if bad.any():
+    first = int(np.flatnonzero(bad)[0])
+    shown = ', '.join(f'{k} {v[first]:.4g}' for k, v in values.items())
+    raise TrainingError(f'{what}: non-finite at step {last_step - len(bad) + 1 + first} ({shown}); '
+                        'the round is stopped and the last committed checkpoint is kept (lower the '
+                        'learning rate, then rerun with --config.allow_config_change=True)')
