@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 
@@ -36,3 +37,23 @@ def subprocess_env(**extra) -> dict:
   env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
   env.update(extra)
   return env
+
+
+def launch_smoke(workdir, data_dir, *flags, crash_at=None, head=('-m', 'experiments.run'), env=None):
+  """The README's command on the smoke config, in a subprocess."""
+  cmd = [sys.executable, *head, '--config=configs/iou_priority.py:smoke', f'--workdir={workdir}',
+         f'--config.data.data_dir={data_dir}', *flags]
+  env = env or subprocess_env()
+  if crash_at:
+    env = {**env, 'PRIOJAX_CRASH_AT': crash_at}
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope='session')
+def uninterrupted_run(tmp_path_factory, data_dir):
+  """Two smoke rounds through the launcher, never interrupted: the reference
+  every crash test must reproduce."""
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  result = launch_smoke(workdir, data_dir, '--config.rounds.num_rounds=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result

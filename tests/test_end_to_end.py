@@ -2,24 +2,15 @@
 
 import json
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, subprocess_env
+from conftest import launch_smoke as _launch
 from priojax import faults, loop, round_state
 from priojax.state import RoundCheckpoints
 
 TIMING_KEYS = ('seconds',)
-
-
-def _launch(workdir, data_dir, *flags, crash_at=None):
-  cmd = [sys.executable, '-m', 'experiments.run', '--config=configs/iou_priority.py:smoke',
-         f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *flags]
-  env = subprocess_env(**({'PRIOJAX_CRASH_AT': crash_at} if crash_at else {}))
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _strip_timings(history):
@@ -30,14 +21,6 @@ def _read(workdir):
   lines = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   selected = {p.name: json.loads(p.read_text()) for p in sorted(workdir.glob('selected_round_*.json'))}
   return lines, selected
-
-
-@pytest.fixture(scope='module')
-def two_round_run(tmp_path_factory, data_dir):
-  workdir = tmp_path_factory.mktemp('uninterrupted')
-  result = _launch(workdir, data_dir, '--config.rounds.num_rounds=2')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result
 
 
 def test_smoke_one_round_in_process(tmp_path, smoke_config):
@@ -63,8 +46,8 @@ def test_smoke_one_round_in_process(tmp_path, smoke_config):
   assert again == history
 
 
-def test_launcher_runs_and_overrides(two_round_run):
-  workdir, result = two_round_run
+def test_launcher_runs_and_overrides(uninterrupted_run):
+  workdir, result = uninterrupted_run
   lines, selected = _read(workdir)
   assert [r['round'] for r in lines] == [0, 1, 2]
   assert [r['labels'] for r in lines] == [0, 6, 12]
@@ -99,9 +82,9 @@ def _committed(workdir):
   return latest, meta['ledger'], meta['history']
 
 
-def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, two_round_run):
+def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, uninterrupted_run):
   assert {p.split(':')[0] for p in KILL_CHAIN} == set(faults.POINTS)
-  reference, _ = two_round_run
+  reference, _ = uninterrupted_run
   want_lines, want_sel = _read(reference)
   want_ids = [want_sel[f'selected_round_{r}.json']['ids'] for r in (1, 2)]
   workdir = tmp_path / 'killed'
