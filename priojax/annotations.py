@@ -13,10 +13,14 @@ for ``annotations/round_<r>/`` in the workdir. Annotators return either
 Rerunning the same command redoes the round's scoring and selection exactly
 (same ids), imports the polygons (reprojected to each chip's scene CRS,
 repaired if self-intersecting, rasterised onto the chip's grid), stores the
-masks in ``labels/round_<r>.npz`` and continues. Polygons outside every chip,
-polygons on chips that were not selected, files naming unknown chips and
-invalid geometries are counted per file in ``import_report.json`` and the
-log; none stops the import, none is silently dropped.
+masks in ``labels/round_<r>.npz`` and continues. Polygons outside their
+chip, polygons on chips that were not selected, empty or non-polygon
+features and repaired self-intersections are counted per file in
+``import_report.json`` and the log. A file that cannot be right stops the
+import with one line naming it, before anything is written: not GeoJSON, a
+chip id that was not selected this round, features of which not one is a
+usable polygon, or polygons of which not one reaches its chip (or, for a
+combined file, any pool chip): the usual sign of a wrong CRS.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from rasterio.crs import CRS
 
 from priojax.data import geo
 from priojax.data.pool import TileSource
+from priojax.errors import DataError
 from priojax.export import text
 from priojax.state import Workdir, atomic_write_bytes, atomic_write_json
 
@@ -95,6 +100,10 @@ class HumanOracle:
     files = sorted(folder.glob('*.geojson'))
     per_chip = {int(p.stem): p for p in files if p.stem.isdigit()}
     combined = [p for p in files if not p.stem.isdigit()]
+    for chip_id, path in per_chip.items():
+      if chip_id not in ids:
+        raise DataError(f'{path}: names chip {chip_id}, which was not selected in round {round_index} '
+                        f'(selected: {", ".join(map(str, ids))}); rename or remove the file')
     missing = [] if combined else [i for i in ids if i not in per_chip]
     if missing:
       raise AwaitingLabels(
@@ -113,9 +122,6 @@ class HumanOracle:
       report.setdefault(path.name, {})
       report[path.name][what] = report[path.name].get(what, 0) + n
 
-    for chip_id, path in per_chip.items():
-      if chip_id not in ids:
-        note(path, 'file names a chip that was not selected this round')
     for rank, chip_id in enumerate(ids):
       scene = text(chips['scene'][rank])
       transform = Affine(*chips['transform'][rank])
@@ -125,6 +131,8 @@ class HumanOracle:
       for path in ([own] if own else []) + combined:
         fp = geo.load_footprints(path, crs)
         inside = _overlaps(fp.bounds, box) if len(fp.geometries) else np.zeros(0, bool)
+        if path is own:
+          _check_own_file(path, chip_id, fp, inside, crs)
         if inside.any():
           mask = geo.rasterize_chip(fp, transform, size)
           masks[rank] = np.maximum(masks[rank], mask)
@@ -168,10 +176,32 @@ class HumanOracle:
                              for r in range(len(ids)) if text(chips['scene'][r]) == scene]).reshape(-1, 4)
       on_selected[index] |= _any_overlap(fp.bounds, selected)
       on_pool[index] |= _any_overlap(fp.bounds, boxes.get(scene, np.zeros((0, 4))))
+    _check_usable(path, n, int(valid.sum()), fp.skipped)
+    if valid.any() and not on_pool.any():
+      raise DataError(f'{path}: none of its {int(valid.sum())} polygons lies on a chip of the target '
+                      f'pool; expected polygons over the pool scenes (is its CRS right? it is read as '
+                      f'{geo.read_geojson(path)[1].to_string()})')
     if (valid & on_pool & ~on_selected).any():
       note(path, 'polygons on chips that were not selected', int((valid & on_pool & ~on_selected).sum()))
     if (valid & ~on_pool).any():
       note(path, 'polygons outside every chip', int((valid & ~on_pool).sum()))
+
+
+def _check_usable(path, n_features: int, n_usable: int, skipped: dict) -> None:
+  """A file with features but not one usable polygon would label its chips
+  'no buildings': refuse it rather than train on that."""
+  if n_features and not n_usable:
+    reasons = ', '.join(f'{k}: {v}' for k, v in skipped.items())
+    raise DataError(f'{path}: none of its {n_features} features is a usable building polygon '
+                    f'({reasons}); expected Polygon or MultiPolygon geometries')
+
+
+def _check_own_file(path, chip_id: int, fp: geo.Footprints, inside: np.ndarray, crs) -> None:
+  _check_usable(path, fp.n_features, len(fp.geometries), fp.skipped)
+  if len(fp.geometries) and not inside.any():
+    raise DataError(f'{path}: none of its {len(fp.geometries)} polygons overlaps chip {chip_id}; '
+                    f'expected the buildings of that chip (is the file\'s CRS right? the polygons '
+                    f'were reprojected to the chip\'s {crs.to_string()})')
 
 
 def _any_overlap(bounds: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -11,6 +11,8 @@ from rasterio.crs import CRS
 from geo_fixtures import MERCATOR, burn, rects_to_polygons, write_project
 from priojax import export, loop
 from priojax.data import geo
+from priojax.errors import DataError
+from priojax.state import RoundCheckpoints
 
 
 def test_export_import_round_trip_gives_the_same_mask(tmp_path):
@@ -98,18 +100,28 @@ def test_human_rounds_stop_import_and_continue(tmp_path, data_dir):
   for chip_id in selected2:
     src = workdir / 'export' / 'round_2' / 'predictions' / f'{chip_id}.geojson'
     (workdir / 'annotations' / 'round_2' / f'{chip_id}.geojson').write_text(src.read_text())
-  (workdir / 'annotations' / 'round_2' / '99999999.geojson').write_text(
-      json.dumps({'type': 'FeatureCollection', 'features': []}))
+  # A file naming a chip that was not selected stops the import, writing nothing.
+  stray = workdir / 'annotations' / 'round_2' / '99999999.geojson'
+  stray.write_text(json.dumps({'type': 'FeatureCollection', 'features': []}))
+  before = _snapshot(workdir)
+  with pytest.raises(DataError, match=rf'{stray}: names chip 99999999, which was not selected in '
+                                      r'round 2 \(selected: [0-9, ]+\); rename or remove the file'):
+    loop.run(config, str(workdir))
+  assert _snapshot(workdir) == before
+  stray.unlink()
   history = loop.run(config, str(workdir))
   assert [r['labels'] for r in history] == [0, 3, 6]
-  report = json.loads((workdir / 'export' / 'round_2' / 'import_report.json').read_text())
-  assert report['99999999.geojson'] == {'file names a chip that was not selected this round': 1}
+  assert set(_ledger_sources(workdir)) == {'import:team_a.geojson'} | {
+      f'import:{i}.geojson' for i in selected2}
+
+
+def _snapshot(root):
+  return {p: p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
 
 
 def _ledger_sources(workdir):
-  from priojax.state import RoundCheckpoints
-  import orbax.checkpoint as ocp
-
   ckpts = RoundCheckpoints(workdir / 'checkpoints', read_only=True)
-  meta = ckpts._manager.restore(ckpts.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-  return [e['source'] for e in meta.meta['ledger']]
+  try:
+    return [e['source'] for e in ckpts.read_meta(ckpts.latest_step())['ledger']]
+  finally:
+    ckpts.close()

@@ -19,8 +19,10 @@ import rasterio
 import rasterio.errors
 import rasterio.features
 import rasterio.warp
+import shapely.errors
 import shapely.geometry
 import shapely.validation
+from rasterio._err import CPLE_BaseError  # PROJ's errors (e.g. an invalid latitude); not re-exported
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
@@ -28,6 +30,8 @@ from priojax.errors import DataError
 
 WGS84 = CRS.from_epsg(4326)
 _STATS_SAMPLE_SIDE = 512
+# Pixel types of imagery; complex (SAR phase), 64-bit integers and the like are not.
+PIXEL_TYPES = ('uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'float32', 'float64')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Footprints:
   bounds: np.ndarray  # [N, 4] minx, miny, maxx, maxy
   skipped: dict[str, int]  # reason -> count (reported, never silently dropped)
   feature_index: np.ndarray  # [N] position of each geometry's feature in the file
+  n_features: int = 0  # in the file, usable or not
 
   def within(self, left: float, bottom: float, right: float, top: float) -> list[dict]:
     if not self.geometries:
@@ -72,16 +77,29 @@ def open_scene(path: str | pathlib.Path):
   if src.crs is None:
     src.close()
     raise DataError(f'{path}: the scene has no CRS; expected a georeferenced GeoTIFF')
+  wrong = sorted({d for d in src.dtypes if d not in PIXEL_TYPES})
+  if wrong:
+    src.close()
+    raise DataError(f'{path}: pixel type {", ".join(wrong)}; expected one of {", ".join(PIXEL_TYPES)}')
   return src
 
 
 def _read(src, bands, **kwargs) -> np.ma.MaskedArray:
-  """``src.read`` with a corrupt or truncated file as one DataError line."""
+  """``src.read`` with a corrupt or truncated file, or NaN pixels the file
+  does not declare as nodata, as one DataError line."""
   try:
-    return src.read(list(bands), masked=True, **kwargs)
+    data = src.read(list(bands), masked=True, **kwargs)
   except rasterio.errors.RasterioError as e:
     reason = str(e).split('\n')[0]
     raise DataError(f'{src.name}: cannot read pixels, the file is truncated or corrupt ({reason})') from None
+  if data.dtype.kind == 'f':
+    bad = ~np.isfinite(data.filled(0))  # masked (declared nodata) pixels are filled
+    if bad.any():
+      band, row, col = (int(v[0]) for v in np.nonzero(bad))
+      raise DataError(f'{src.name}: band {bands[band]} has NaN/inf pixels (first at row {row}, col {col} '
+                      f'of the read window) but nodata is {src.nodata}; expected finite pixels, '
+                      'or nodata=nan declared in the file')
+  return data
 
 
 def check_bands(path, src, bands: Sequence[int]) -> tuple[int, ...]:
@@ -101,9 +119,8 @@ def scene_statistics(src, bands: Sequence[int], percentiles=(2.0, 98.0)) -> Band
   lows, highs = [], []
   for band in data:
     valid = band.compressed().astype(np.float64)
-    valid = valid[np.isfinite(valid)]
     if valid.size == 0:
-      raise DataError(f'{src.name}: no valid pixels (everything is nodata or NaN)')
+      raise DataError(f'{src.name}: no valid pixels (everything is nodata)')
     lo, hi = np.percentile(valid, percentiles)
     lows.append(float(lo))
     highs.append(float(hi if hi > lo else lo + 1.0))
@@ -132,7 +149,7 @@ def read_chip(src, window: Window, bands: Sequence[int], stats: BandStats,
               max_nodata: float) -> tuple[np.ndarray, float] | None:
   """(uint8 image [S, S, 3], valid fraction), or None for a mostly-nodata chip."""
   data = _read(src, bands, window=window)
-  invalid = np.ma.getmaskarray(data).any(axis=0) | ~np.isfinite(data.filled(0)).all(axis=0)
+  invalid = np.ma.getmaskarray(data).any(axis=0)
   valid_fraction = 1.0 - float(invalid.mean())
   if 1.0 - valid_fraction > max_nodata:
     return None
@@ -187,7 +204,7 @@ def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
 
   for position, feature in enumerate(features):
     geometry = feature.get('geometry') if isinstance(feature, dict) else None
-    if not geometry:
+    if not isinstance(geometry, dict) or not geometry:
       skip('no geometry')
       continue
     if geometry.get('type') not in ('Polygon', 'MultiPolygon'):
@@ -195,8 +212,11 @@ def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
       continue
     try:
       shape = shapely.geometry.shape(geometry)
-    except (ValueError, TypeError, AttributeError, IndexError):
+    except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException):
       skip('malformed coordinates')
+      continue
+    if not np.isfinite(shapely.get_coordinates(shape)).all():
+      skip('non-finite coordinates')
       continue
     if shape.is_empty:
       skip('empty polygon')
@@ -206,12 +226,20 @@ def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
       skipped['repaired (self-intersecting)'] = skipped.get('repaired (self-intersecting)', 0) + 1
     geometry = shapely.geometry.mapping(shape)
     if CRS.from_user_input(dst_crs) != crs:
-      geometry = rasterio.warp.transform_geom(crs, dst_crs, geometry)
+      try:
+        geometry = rasterio.warp.transform_geom(crs, dst_crs, geometry)
+      except (rasterio.errors.RasterioError, CPLE_BaseError, ValueError):
+        skip(f'cannot be reprojected from {crs.to_string()}')
+        continue
+    box = rasterio.features.bounds(geometry)
+    if not np.isfinite(box).all():  # coordinates outside the source CRS's domain
+      skip(f'cannot be reprojected from {crs.to_string()}')
+      continue
     geoms.append(geometry)
-    bounds.append(rasterio.features.bounds(geometry))
+    bounds.append(box)
     index.append(position)
   return Footprints(geoms, np.asarray(bounds, np.float64).reshape(-1, 4), skipped,
-                    np.asarray(index, np.int64))
+                    np.asarray(index, np.int64), len(features))
 
 
 def rasterize_chip(footprints: Footprints, transform, size: int) -> np.ndarray:
