@@ -12,9 +12,11 @@ Layout::
     learning_curve.png
 
 A round is finished exactly when its orbax checkpoint is committed; the
-checkpoint's meta holds the labelled-set ledger and the metrics history,
-and the JSON side files are rebuilt from it on resume, so a crash at any
-instant leaves the previous round complete and the next redoable.
+checkpoint's meta holds the labelled-set ledger and the metrics history, and
+metrics.jsonl is rebuilt from it on resume. Until then the round's finished
+steps live in rounds/round_<r>/ (round_state.py), so a crash at any instant
+leaves the previous round complete and the next one resumable from its last
+finished step.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from geo_fixtures import MERCATOR, write_project, write_scene
 from priojax import loop
+from priojax.data.manifest import load_manifest
 from priojax.errors import DataError
 
 FUZZ = settings(max_examples=8, deadline=None, derandomize=True,
@@ -128,6 +129,33 @@ def test_nan_declared_as_nodata_is_accepted(finished, tmp_path):
   data, _ = loop.load_data(_config(copy / 'manifest.yaml', config.data.data_dir, k=2, rounds=1))
   windows = data['target_pool'].read_all()['window']
   assert len(windows) == 8 and not ((windows[:, 0] == 0) & (windows[:, 1] == 0)).any()
+
+
+_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.floats(allow_nan=True),
+                  st.text(max_size=8), st.lists(st.integers(-1, 5), max_size=3),
+                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_manifest_is_valid_or_one_data_error(finished, tmp_path_factory, data):
+  """Any field of the manifest set to junk: it loads, or fails with one
+  DataError line naming the manifest (never another exception)."""
+  _, _, project = finished
+  obj = json.loads((project / 'manifest.yaml').read_text())
+  scene = data.draw(st.sampled_from([None, 0, 1, 2]))
+  target = obj if scene is None else obj['scenes'][scene]
+  target[data.draw(st.sampled_from(sorted(target) + ['bands', 'id', 'labels']))] = data.draw(_JUNK)
+  path = tmp_path_factory.mktemp('manifest') / 'manifest.yaml'
+  for name in ('src', 'pool', 'test'):
+    for ext in ('tif', 'geojson'):
+      if (project / f'{name}.{ext}').exists():
+        (path.parent / f'{name}.{ext}').symlink_to(project / f'{name}.{ext}')
+  path.write_text(json.dumps(obj))
+  try:
+    load_manifest(path)
+  except DataError as e:
+    assert str(e).startswith(f'{path}: ') and '\n' not in str(e)
 
 
 # --- annotators' files: a human-mode run waits for round 1 ------------------

@@ -126,7 +126,11 @@ def load_manifest(path: str | pathlib.Path) -> Manifest:
       raise DataError(f'{path}: no scene in region {region!r}; expected at least one '
                       '(source to pretrain, target_pool to prioritise, target_test to evaluate)')
   tile_size = _field(path, 'the manifest', obj, 'tile_size', int)
+  if tile_size is not None and not 8 <= tile_size <= 4096:
+    raise DataError(f'{path}: tile_size is {tile_size}; expected chips of 8 to 4096 px')
   overlap = _field(path, 'the manifest', obj, 'overlap', int, default=0)
+  if overlap < 0 or (tile_size is not None and overlap >= tile_size):
+    raise DataError(f'{path}: overlap is {overlap}; expected 0 <= overlap < tile_size')
   max_nodata = float(_field(path, 'the manifest', obj, 'max_nodata', (int, float), default=0.5))
   if not 0.0 <= max_nodata <= 1.0:
     raise DataError(f'{path}: max_nodata is {max_nodata}; expected a fraction in [0, 1]')
@@ -142,13 +146,16 @@ def _expand_layouts(path: pathlib.Path, entries: list) -> list:
       continue
     where = f'scenes[{i}]'
     common = {k: v for k, v in entry.items() if k in ('region', 'bands')}
-    if 'spacenet' in entry:
-      folder = path.parent / _field(path, where, entry, 'spacenet', str)
-      found = layouts.spacenet_scenes(folder, _field(path, where, entry, 'product', str))
-    else:
-      folder = path.parent / _field(path, where, entry, 'xbd', str)
-      phase = _field(path, where, entry, 'phase', str, default='pre')
-      found = layouts.xbd_scenes(folder, path.parent / '.priojax_converted' / folder.name, phase)
+    kind = 'spacenet' if 'spacenet' in entry else 'xbd'
+    folder = path.parent / _field(path, where, entry, kind, str, required=True)
+    try:
+      if kind == 'spacenet':
+        found = layouts.spacenet_scenes(folder, _field(path, where, entry, 'product', str))
+      else:
+        phase = _field(path, where, entry, 'phase', str, default='pre')
+        found = layouts.xbd_scenes(folder, path.parent / '.priojax_converted' / folder.name, phase)
+    except DataError as e:  # name the manifest entry too, not only the folder
+      raise DataError(f'{path}: {where}.{kind}: {e}') from None
     for scene in found:
       scene = {**scene, **common}
       if scene.get('labels') is None:
