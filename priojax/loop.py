@@ -4,7 +4,7 @@ One round::
 
   score pool -> priority formula -> select k -> oracle reveals masks
   -> fine-tune the U-Net -> refit the IoU head -> evaluate on target test
-  -> metrics.jsonl + TensorBoard -> orbax checkpoint (the round is now done)
+  -> orbax checkpoint (the round is now done) -> metrics.jsonl + TensorBoard
 
 Round 0 is the pretrained source model, evaluated on the target before any
 target label. Each later round runs as a persisted state machine
@@ -268,6 +268,15 @@ def run(config, workdir: str) -> list[dict]:
 
 def _run(config, wd: Workdir) -> list[dict]:
   exp = Experiment(config, wd)
+  try:
+    return _run_rounds(exp)
+  finally:
+    exp.writer.close()
+    exp.ckpts.close()
+
+
+def _run_rounds(exp: Experiment) -> list[dict]:
+  config, wd = exp.config, exp.workdir
   changed = check_same_config(wd, json.loads(config.to_json()))
   done, state, labelled, history = _restore_or_pretrain(exp)
   round_state.clear_finished(wd, done)
@@ -283,8 +292,6 @@ def _run(config, wd: Workdir) -> list[dict]:
     logging.info('all %d rounds were already done in %s', config.rounds.num_rounds, wd.path)
   if history[-1]['round'] > done or not wd.learning_curve.exists():
     plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
-  exp.writer.close()
-  exp.ckpts.close()
   return history
 
 
