@@ -110,9 +110,21 @@ class Experiment:
         return HumanOracle(pool, self.geo['scenes'], self.workdir)
     return BenchmarkOracle(pool)
 
-  def template(self):
+  def _init_state(self):
     params = self.networks.init(rngs.round_key(self.config.seed, 0, 'init'), self.config.data.tile_size)
     return self.trainer.init_state(params)
+
+  def initial_state(self):
+    """The freshly initialised train state (jitted: op by op, the U-Net's
+    initialisation takes seconds of dispatch on every start)."""
+    return jax.jit(self._init_state)()
+
+  def template(self):
+    """The train state's shapes, dtypes and placement, for restoring a
+    checkpoint; nothing is computed."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                        jax.eval_shape(self._init_state))
 
   # --- steps of a round -------------------------------------------------
 
@@ -149,7 +161,7 @@ class Experiment:
         raise WorkdirError(f'config.pretrain.from_workdir={c.from_workdir!r}: no round-0 checkpoint there')
       state, _ = other.restore(0, self.template())
       return state, {'pretrained_from': c.from_workdir}
-    state = self.template()
+    state = self.initial_state()
     start = time.perf_counter()
     state, fit = self.trainer.fine_tune(
         state, None, self.source_train, steps=c.steps, batch_size=c.batch_size,
