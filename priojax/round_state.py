@@ -18,10 +18,13 @@ round's folder is then deleted.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pathlib
 import shutil
+import zipfile
+from typing import Iterator
 
 import numpy as np
 
@@ -101,8 +104,19 @@ class RoundProgress:
     atomic_write_bytes(self._file('scores.npz'), _npz_bytes(arrays))
     self.mark('scored')
 
+  @contextlib.contextmanager
+  def _reading(self, step: str, name: str) -> Iterator[pathlib.Path]:
+    """A saved step that cannot be read back is one line, not a traceback."""
+    path = self.folder / name
+    try:
+      yield path
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+      raise WorkdirError(f'{path}: cannot read the output of step {step!r} ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else ""}); delete {self.folder} to redo '
+                         f'round {self.round}') from None
+
   def load_scores(self) -> tuple[PoolStats, np.ndarray, float]:
-    with np.load(self.folder / 'scores.npz') as f:
+    with self._reading('scored', 'scores.npz') as path, np.load(path) as f:
       arrays = {k: f[k] for k in f.files}
     fields = {k: arrays[k] for k in STAT_FIELDS if k in arrays}
     for field in STAT_FIELDS:
@@ -125,7 +139,7 @@ class RoundProgress:
     self.mark('selected')
 
   def load_selection(self) -> Selection:
-    with np.load(self.folder / 'selection.npz') as f:
+    with self._reading('selected', 'selection.npz') as path, np.load(path) as f:
       return Selection(f['ids'], f['priorities'], f['pred_iou'],
                        f['scores'] if 'scores' in f.files else None)
 
@@ -136,7 +150,8 @@ class RoundProgress:
     self.mark('labelled')
 
   def load_labels(self) -> list[LedgerEntry]:
-    return [LedgerEntry(**e) for e in json.loads((self.folder / 'labelled.json').read_text())]
+    with self._reading('labelled', 'labelled.json') as path:
+      return [LedgerEntry(**e) for e in json.loads(path.read_text())]
 
   # --- fine_tuned: the train state after the U-Net and the heads -------------
 
@@ -168,7 +183,8 @@ class RoundProgress:
     self.mark('evaluated')
 
   def load_record(self) -> dict:
-    return json.loads((self.folder / 'record.json').read_text())
+    with self._reading('evaluated', 'record.json') as path:
+      return json.loads(path.read_text())
 
 
 def clear_finished(workdir: Workdir, last_committed: int) -> None:

@@ -151,6 +151,25 @@ def test_broken_progress_file_is_one_line(tmp_path, content, pattern):
     round_state.RoundProgress(wd, 3)
 
 
+@pytest.mark.parametrize('step, name, load', [
+    ('scored', 'scores.npz', lambda p: p.load_scores()),
+    ('selected', 'selection.npz', lambda p: p.load_selection()),
+    ('labelled', 'labelled.json', lambda p: p.load_labels()),
+])
+def test_unreadable_step_output_is_one_line(tmp_path, step, name, load):
+  wd = Workdir(tmp_path / 'w')
+  folder = wd.round_folder(2)
+  folder.mkdir(parents=True)
+  steps = list(round_state.STEPS[:round_state.STEPS.index(step) + 1])
+  (folder / 'progress.json').write_text(json.dumps({'round': 2, 'done': steps}))
+  (folder / name).write_bytes(b'\x00garbage')
+  progress = round_state.RoundProgress(wd, 2)
+  assert progress.has(step)
+  with pytest.raises(WorkdirError, match=rf'{folder / name}: cannot read the output of step '
+                                         rf'{step!r} \(.*\); delete {folder} to redo round 2$'):
+    load(progress)
+
+
 # The kernel refuses any write past RLIMIT_FSIZE, as on a full disk (EFBIG
 # instead of ENOSPC); ignoring SIGXFSZ turns the signal into that error.
 _LIMITED = ('import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); '
