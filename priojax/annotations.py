@@ -122,6 +122,15 @@ class HumanOracle:
       report.setdefault(path.name, {})
       report[path.name][what] = report[path.name].get(what, 0) + n
 
+    loaded: dict[tuple, geo.Footprints] = {}
+
+    def footprints(path, crs) -> geo.Footprints:
+      # A combined file covers every chip: parse and reproject it once per scene CRS.
+      key = (path, crs.to_wkt())
+      if key not in loaded:
+        loaded[key] = geo.load_footprints(path, crs)
+      return loaded[key]
+
     for rank, chip_id in enumerate(ids):
       scene = text(chips['scene'][rank])
       transform = Affine(*chips['transform'][rank])
@@ -129,7 +138,7 @@ class HumanOracle:
       box = _chip_bounds(transform, size)
       own = per_chip.get(chip_id)
       for path in ([own] if own else []) + combined:
-        fp = geo.load_footprints(path, crs)
+        fp = footprints(path, crs)
         inside = _overlaps(fp.bounds, box) if len(fp.geometries) else np.zeros(0, bool)
         if path is own:
           _check_own_file(path, chip_id, fp, inside, crs)
@@ -143,7 +152,7 @@ class HumanOracle:
             note(path, 'polygons outside their chip', int((~inside).sum()))
         sources[rank] = f'import:{path.name}' if not sources[rank] else sources[rank]
     for path in combined:
-      self._report_combined(path, ids, chips, size, note)
+      self._report_combined(path, ids, chips, size, note, footprints)
     atomic_write_json(self.workdir.export(round_index) / 'import_report.json', report)
     for name, counts in report.items():
       logging.warning('%s: %s', folder / name, ', '.join(f'{n} {what}' for what, n in counts.items()))
@@ -153,21 +162,20 @@ class HumanOracle:
     atomic_write_bytes(self.workdir.imported_labels(round_index), buf.getvalue())
     return {**chips, 'mask': masks}, sources
 
-  def _report_combined(self, path, ids, chips, size, note) -> None:
+  def _report_combined(self, path, ids, chips, size, note, footprints) -> None:
     """Counts a combined file's polygons that reach no selected chip: those on
     chips that were not selected, and those outside every pool chip."""
-    n = len(geo.read_geojson(path)[0])
-    on_selected, on_pool, valid = (np.zeros(n, bool) for _ in range(3))
+    on_selected = on_pool = valid = None
     boxes = self._pool_chip_boxes()
-    first = True
     for scene, meta in self.scenes.items():
       if meta['region'] != 'target_pool':
         continue
-      fp = geo.load_footprints(path, CRS.from_wkt(meta['crs']))
-      if first:  # skipped/repaired counts do not depend on the target CRS
+      fp = footprints(path, CRS.from_wkt(meta['crs']))
+      if valid is None:  # skipped/repaired counts do not depend on the target CRS
+        n = fp.n_features
+        on_selected, on_pool, valid = (np.zeros(n, bool) for _ in range(3))
         for reason, count in fp.skipped.items():
           note(path, reason, count)
-        first = False
       if not fp.geometries:
         continue
       index = fp.feature_index

@@ -118,12 +118,10 @@ class RoundProgress:
   def load_scores(self) -> tuple[PoolStats, np.ndarray, float]:
     with self._reading('scored', 'scores.npz') as path, np.load(path) as f:
       arrays = {k: f[k] for k in f.files}
-    fields = {k: arrays[k] for k in STAT_FIELDS if k in arrays}
-    for field in STAT_FIELDS:
-      prefix = f'{field}/'
-      nested = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-      if field not in fields:
-        fields[field] = nested
+    # Dict fields (aggregates) were saved flat, as 'aggregates/<name>'.
+    fields = {f: arrays[f] if f in arrays else
+              {k.split('/', 1)[1]: v for k, v in arrays.items() if k.startswith(f'{f}/')}
+              for f in STAT_FIELDS}
     return PoolStats(ids=arrays['ids'], **fields), arrays['reference'], float(arrays['seconds'])
 
   # --- selected --------------------------------------------------------------
