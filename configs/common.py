@@ -32,6 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   c.model = ml_collections.ConfigDict(dict(
       depth=3, width=8, norm='group', dropout=0.0, dtype='float32',
+      # 2x upsampling: 'depth_to_space' (a dense layer + depth-to-space, the
+      # fast form) or 'conv_transpose'; the same map and parameters.
+      upsample='depth_to_space',
       head_hidden=64, embed_dim=128,
   ))
   c.pretrain = ml_collections.ConfigDict(dict(

@@ -14,6 +14,10 @@ from absl import flags, logging
 
 from priojax.errors import PriojaxError
 
+_CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 0, 'On CPU, split the host into this many XLA devices for data parallelism '
+    '(0: one per core; batches are rounded up to a multiple of the device count).')
+
 
 _ORBAX_WORKER = 'orbax/checkpoint/_src/futures/future.py'
 
@@ -55,11 +59,15 @@ class _OwnInfoOnly(std_logging.Filter):
 
 
 def setup_runtime() -> None:
-  """Quiet logs, and a persistent XLA compilation cache so that a resumed or
-  repeated run does not recompile (``JAX_COMPILATION_CACHE_DIR`` overrides)."""
+  """One XLA device per CPU core, quiet logs, and a persistent XLA
+  compilation cache so that a resumed or repeated run does not recompile
+  (``JAX_COMPILATION_CACHE_DIR`` overrides)."""
   import jax  # noqa: PLC0415
   import tensorflow_datasets as tfds  # noqa: PLC0415  (only launchers want this)
 
+  from priojax import mesh  # noqa: PLC0415
+
+  mesh.use_cpu_devices(_CPU_DEVICES.value)  # before anything starts JAX's backends
   if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser('~/.cache/priojax/xla'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

@@ -9,7 +9,7 @@ from priojax import priority
 from priojax.errors import ConfigError, WorkdirError
 from priojax.state import Workdir, atomic_write_json
 from priojax.uncertainty import AGGREGATIONS
-from priojax.models.unet import NORMS
+from priojax.models.unet import NORMS, UPSAMPLES
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
 
@@ -62,6 +62,7 @@ def check_config(config) -> None:
     _need(config.model.dropout > 0, 'model.dropout',
           f'a dropout rate > 0 for the MC-dropout formula {formula.name!r}', config.model.dropout)
   _need(config.model.norm in NORMS, 'model.norm', f'one of {NORMS}', config.model.norm)
+  _need(config.model.upsample in UPSAMPLES, 'model.upsample', f'one of {UPSAMPLES}', config.model.upsample)
   _need(config.model.dtype in _DTYPES, 'model.dtype', f'one of {_DTYPES}', config.model.dtype)
   _need(config.finetune.init in ('previous', 'pretrained'), 'finetune.init',
         "'previous' or 'pretrained'", config.finetune.init)
@@ -81,8 +82,10 @@ def check_config(config) -> None:
 
 
 # Fields that may change between starts of one run: extending it, moving the
-# dataset cache, or the switch itself.
-_MAY_CHANGE = frozenset({'rounds.num_rounds', 'data.data_dir', 'allow_config_change'})
+# dataset cache, the switch itself, and the upsampling's form (both forms
+# compute the same map from the same parameters; runs started before the
+# field existed used 'conv_transpose').
+_MAY_CHANGE = frozenset({'rounds.num_rounds', 'data.data_dir', 'allow_config_change', 'model.upsample'})
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:

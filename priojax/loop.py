@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from priojax import export, faults, priority, rngs, round_state, selection, tile_metrics
+from priojax import export, faults, priority, rngs, round_state, selection, tile_metrics, tile_stats
 from priojax.config_checks import check_config, check_same_config
 from priojax.data import builders, geo_builder, synthetic
 from priojax.data.manifest import load_manifest
@@ -47,7 +47,8 @@ from priojax.train import HeadLoss, Trainer
 def build_networks(config) -> Networks:
   m = config.model
   dtype = jnp.dtype(m.dtype)
-  return Networks(unet=UNet(depth=m.depth, width=m.width, norm=m.norm, dropout=m.dropout, dtype=dtype),
+  return Networks(unet=UNet(depth=m.depth, width=m.width, norm=m.norm, dropout=m.dropout,
+                            upsample=m.upsample, dtype=dtype),
                   head=IoUHead(hidden=m.head_hidden),
                   loss_head=IoUHead(hidden=m.head_hidden, output='softplus'), embed_dim=m.embed_dim,
                   threshold=config.eval.threshold, iou_smoothing=config.head.iou_smoothing,
@@ -91,8 +92,11 @@ class Experiment:
                         f'= {budget} labels exceeds the {pool} chips of the target pool')
     self.networks = build_networks(config)
     self.mesh = make_mesh()
-    mc_passes = config.priority.mc_passes if self.formula.needs_mc else 0
-    self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size, mc_passes=mc_passes)
+    p = config.priority
+    self.hparams = {'alpha': p.alpha, 'beta': p.beta, 'aggregation': p.aggregation}
+    mc_passes = p.mc_passes if self.formula.needs_mc else 0
+    self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size, mc_passes=mc_passes,
+                         stats=tile_stats.for_formula(self.formula, self.hparams))
     self.trainer = Trainer(self.networks, self.mesh, head_loss=HeadLoss(
         config.head.rank_weight, config.head.rank_margin, config.head.loss_rank_margin))
     self.oracle = self._make_oracle()
@@ -110,21 +114,17 @@ class Experiment:
         return HumanOracle(pool, self.geo['scenes'], self.workdir)
     return BenchmarkOracle(pool)
 
-  def _init_state(self):
-    params = self.networks.init(rngs.round_key(self.config.seed, 0, 'init'), self.config.data.tile_size)
-    return self.trainer.init_state(params)
-
   def initial_state(self):
-    """The freshly initialised train state (jitted: op by op, the U-Net's
-    initialisation takes seconds of dispatch on every start)."""
-    return jax.jit(self._init_state)()
+    """The freshly initialised train state."""
+    return self.trainer.initial_state(rngs.round_key(self.config.seed, 0, 'init'), self.config.data.tile_size)
 
   def template(self):
-    """The train state's shapes, dtypes and placement, for restoring a
-    checkpoint; nothing is computed."""
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                        jax.eval_shape(self._init_state))
+    """The train state's shapes, dtypes and placement (replicated over the
+    mesh, as the steps keep it), for restoring a checkpoint; nothing is
+    computed."""
+    device = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+    shapes = self.trainer.state_shapes(rngs.round_key(self.config.seed, 0, 'init'), self.config.data.tile_size)
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), shapes)
 
   # --- steps of a round -------------------------------------------------
 
@@ -177,7 +177,7 @@ class Experiment:
                               key=rngs.round_key(cfg.seed, round_index, 'mc_dropout'),
                               on_batch=faults.on_step('scoring', round_index, at=2))
     score_seconds = self.scorer.last_seconds
-    reference = np.zeros((0, stats.embedding.shape[1]), np.float32)
+    reference = np.zeros((0, 0), np.float32)
     if self.formula.needs_reference:
       n_ref = min(cfg.priority.source_reference, len(self.data['source_train']))
       ref = self.scorer.score(state.params, self.data['source_train'], np.arange(n_ref))
@@ -191,9 +191,7 @@ class Experiment:
     selectable = ~np.isin(stats.ids, np.fromiter(labelled, np.int64, len(labelled)))
     ctx = priority.SelectionContext(
         k=cfg.rounds.k, rng=rngs.round_key(cfg.seed, round_index, 'select'),
-        selectable=selectable, reference_embedding=reference,
-        hparams={'alpha': cfg.priority.alpha, 'beta': cfg.priority.beta,
-                 'aggregation': cfg.priority.aggregation})
+        selectable=selectable, reference_embedding=reference, hparams=self.hparams)
     return selection.select(self.formula, stats, ctx)
 
   def fine_tune(self, state, labelled: dict[int, LedgerEntry], round_index: int):

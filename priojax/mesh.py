@@ -7,11 +7,42 @@ eight fake CPU devices in tests, or a GPU/TPU slice.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
+
+
+def cpu_cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def use_cpu_devices(count: int = 0) -> int:
+  """Splits the host CPU into ``count`` XLA devices (0: one per core) before
+  JAX starts its backends; returns the count asked for.
+
+  Why: XLA:CPU runs a convolution over a large image with small channel
+  counts (a U-Net's outer levels) on one thread, so one CPU device leaves
+  the other cores idle there. With one device per core, the mesh splits
+  every batch across the cores and each core runs its share: the same
+  data-parallel code as on a GPU/TPU slice (benchmarks/train_step.py). A
+  device count already forced with ``XLA_FLAGS`` is left alone.
+  """
+  count = count or cpu_cores()
+  if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
+    return count
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError as e:  # backends already initialised: keep what they have
+    logging.warning('cannot split the CPU into %d devices now (%s)', count, e)
+  return count
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of (params, one tile): scoring vmaps it
 over a batch and jits it once, so a pool is scored the same way on one CPU
-or sharded over a pod.
+or sharded over a pod. What a tile maps to for scoring is tile_stats.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from priojax import tile_metrics, uncertainty
+from priojax import tile_metrics
 from priojax.models import iou_head
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet, preprocess
@@ -41,43 +41,18 @@ class Networks:
     return {'unet': unet_params, 'head': self.head.init(r_head, feats)['params'],
             'loss_head': self.loss_head.init(r_loss, feats)['params']}
 
-  def _unet(self, params, image, *, train=False, rng=None):
+  def unet_forward(self, params, image, *, rng=None):
+    """One uint8 tile -> (logits [H, W], aux); dropout on when ``rng`` is given."""
     rngs = {'dropout': rng} if rng is not None else None
-    logits, aux = self.unet.apply({'params': params['unet']}, preprocess(image)[None], train=train,
-                                  rngs=rngs)
+    logits, aux = self.unet.apply({'params': params['unet']}, preprocess(image)[None],
+                                  train=rng is not None, rngs=rngs)
     return logits[0], jax.tree.map(lambda a: a[0], aux)
 
   def forward_tile(self, params: dict, image: jnp.ndarray):
     """One uint8 tile -> (logits [H, W], aux, head inputs, predicted IoU)."""
-    logits, aux = self._unet(params, image)
+    logits, aux = self.unet_forward(params, image)
     feats = iou_head.head_inputs(logits, aux, self.embed_dim)
     return logits, aux, feats, self.head.apply({'params': params['head']}, feats)
-
-  def tile_stats(self, params: dict, image: jnp.ndarray, tile_id: jnp.ndarray, key: jax.Array,
-                 *, mc_passes: int = 0) -> dict:
-    """Everything a priority formula may read about one tile."""
-    logits, aux, feats, pred_iou = self.forward_tile(params, image)
-    probs = jax.nn.sigmoid(logits)
-    maps = uncertainty.pixel_maps(probs)
-    if mc_passes:
-      # T stochastic passes, vmapped: one traced computation, not a loop.
-      keys = jax.random.split(jax.random.fold_in(key, tile_id), mc_passes)
-      probs_t = jax.vmap(lambda k: jax.nn.sigmoid(self._unet(params, image, train=True, rng=k)[0]))(keys)
-      maps.update(uncertainty.mc_maps(probs_t))
-    # BADGE: gradient of BCE at the pseudo-label w.r.t. the 1x1 output layer
-    # (weights and bias), pooled over pixels.
-    fine = aux['decoder'][-1].astype(jnp.float32)
-    residual = probs - (probs > 0.5)
-    badge = jnp.concatenate([jnp.mean(residual[..., None] * fine, axis=(0, 1)), residual.mean()[None]])
-    return {
-        'pred_iou': pred_iou,
-        'pred_loss': self.loss_head.apply({'params': params['loss_head']}, feats),
-        'entropy': jnp.mean(maps['entropy']),
-        'fg_fraction': jnp.mean((probs > self.threshold).astype(jnp.float32)),
-        'embedding': iou_head.pooled_embedding(aux['bottleneck'], self.embed_dim),
-        'badge': badge,
-        'aggregates': uncertainty.aggregates(maps, self.top_q, self.region),
-    }
 
   def predict_mask(self, params: dict, image: jnp.ndarray) -> jnp.ndarray:
     probs = jax.nn.sigmoid(self.forward_tile(params, image)[0])

@@ -30,7 +30,7 @@ import numpy as np
 
 from priojax.errors import WorkdirError
 from priojax.oracle import LedgerEntry
-from priojax.scoring import STAT_FIELDS, PoolStats
+from priojax.scoring import PoolStats
 from priojax.selection import Selection
 from priojax.state import RoundCheckpoints, Workdir, atomic_write_bytes, atomic_write_json
 
@@ -94,13 +94,8 @@ class RoundProgress:
   # --- scored: the pool's statistics (and the core-set reference) ---------
 
   def save_scores(self, stats: PoolStats, reference: np.ndarray, seconds: float) -> None:
-    arrays = {'ids': stats.ids, 'reference': reference, 'seconds': np.float64(seconds)}
-    for field in STAT_FIELDS:
-      value = getattr(stats, field)
-      if isinstance(value, dict):
-        arrays.update({f'{field}/{k}': v for k, v in value.items()})
-      else:
-        arrays[field] = value
+    arrays = {**{f'stat:{k}': v for k, v in stats.columns.items()},
+              'ids': stats.ids, 'reference': reference, 'seconds': np.float64(seconds)}
     atomic_write_bytes(self._file('scores.npz'), _npz_bytes(arrays))
     self.mark('scored')
 
@@ -118,11 +113,8 @@ class RoundProgress:
   def load_scores(self) -> tuple[PoolStats, np.ndarray, float]:
     with self._reading('scored', 'scores.npz') as path, np.load(path) as f:
       arrays = {k: f[k] for k in f.files}
-    # Dict fields (aggregates) were saved flat, as 'aggregates/<name>'.
-    fields = {f: arrays[f] if f in arrays else
-              {k.split('/', 1)[1]: v for k, v in arrays.items() if k.startswith(f'{f}/')}
-              for f in STAT_FIELDS}
-    return PoolStats(ids=arrays['ids'], **fields), arrays['reference'], float(arrays['seconds'])
+    columns = {k.removeprefix('stat:'): v for k, v in arrays.items() if k.startswith('stat:')}
+    return PoolStats(arrays['ids'], **columns), arrays['reference'], float(arrays['seconds'])
 
   # --- selected --------------------------------------------------------------
 

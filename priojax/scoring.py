@@ -1,68 +1,117 @@
 """Per-tile statistics of a whole pool, streamed through one jitted function.
 
-``Networks.tile_stats`` maps one tile to everything a priority formula may
-read; here it is vmapped over a batch and jitted once. ``Scorer.score``
-streams a ``TileSource`` through it in fixed-size batches sharded over the
-mesh, so device memory is bounded by the batch and host memory by the stats,
-whatever the pool's size. Everything downstream (priorities, selection) reads
-only the resulting ``PoolStats``.
+``tile_stats.tile_stats`` maps one tile to the statistics a formula reads;
+here it is vmapped over a batch and jitted once per distinct configuration
+(networks, statistics, MC passes) for the whole process: a comparison of
+many strategies and seeds traces each distinct scoring function once, as
+big_vision caches its evaluators. ``Scorer.score`` streams a ``TileSource``
+through it in fixed-size batches sharded over the mesh, so device memory is
+bounded by the batch and host memory by the stats, whatever the pool's size.
+Everything downstream (priorities, selection) reads only the resulting
+``PoolStats``.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable, Iterator
 
-import flax
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from priojax import compile_cache
 from priojax import mesh as mesh_lib
+from priojax import tile_stats as tile_stats_lib
 from priojax.data.pool import TileSource
+from priojax.errors import SelectionError
 from priojax.networks import Networks
 
-# Fields of PoolStats that come straight out of ``tile_stats``.
-STAT_FIELDS = ('pred_iou', 'pred_loss', 'entropy', 'fg_fraction', 'embedding', 'badge', 'aggregates')
+class MissingStatError(SelectionError):
+  """A formula read a statistic that this run's scoring did not compute."""
 
 
-@flax.struct.dataclass
 class PoolStats:
-  """One row per tile; host numpy arrays with a leading pool axis."""
+  """One row per tile: ``ids`` and one host array per computed statistic,
+  read as ``stats.pred_iou`` or ``stats['entropy/topq']``. Reading one that
+  was not computed raises ``MissingStatError``, never a silent zero."""
 
-  ids: np.ndarray  # [N] int64
-  pred_iou: np.ndarray  # [N] predicted IoU of the model's own mask
-  entropy: np.ndarray  # [N] mean pixel entropy (nats)
-  fg_fraction: np.ndarray  # [N] fraction of pixels predicted as building
-  embedding: np.ndarray  # [N, D] pooled bottleneck features
-  pred_loss: np.ndarray  # [N] Learning-Loss head's predicted segmentation loss
-  badge: np.ndarray  # [N, C + 1] BADGE gradient embedding of the output layer
-  aggregates: dict  # 'entropy/topq', 'bald/mean', ... -> [N]
+  def __init__(self, ids: np.ndarray, **columns: np.ndarray):
+    self.ids = np.asarray(ids)
+    self.columns = dict(columns)
 
   def __len__(self) -> int:
     return len(self.ids)
 
+  def __contains__(self, name: str) -> bool:
+    return name in self.columns
+
+  def __getitem__(self, name: str) -> np.ndarray:
+    if name not in self.columns:
+      raise MissingStatError(
+          f'reads statistic {name!r}, which scoring did not compute (computed: '
+          f'{", ".join(sorted(self.columns)) or "none"}); declare it in the formula\'s '
+          f'reads=(...) so that scoring computes it')
+    return self.columns[name]
+
+  def __getattr__(self, name: str) -> np.ndarray:
+    if name not in tile_stats_lib.ALL:
+      raise AttributeError(f'PoolStats has no attribute {name!r}')
+    return self[name]
+
   def take(self, index: np.ndarray) -> 'PoolStats':
-    return jax.tree.map(lambda a: a[index], self)
+    return PoolStats(self.ids[index], **{k: v[index] for k, v in self.columns.items()})
+
+  def replace(self, **columns: np.ndarray) -> 'PoolStats':
+    return PoolStats(self.ids, **{**self.columns, **columns})
+
+
+@compile_cache.cached
+def stats_function(networks: Networks, names: tuple[str, ...], mc_passes: int):
+  """jit(vmap(tile_stats)) for one configuration, built once per process."""
+  fn = functools.partial(tile_stats_lib.tile_stats, networks, names=names, mc_passes=mc_passes)
+  fn = compile_cache.counted('stats', (networks, names, mc_passes), fn)
+  return compile_cache.jit(jax.vmap(fn, in_axes=(None, 0, 0, None)))
+
+
+@compile_cache.cached
+def eval_function(networks: Networks):
+  fn = compile_cache.counted('eval', networks, networks.tile_eval)
+  return compile_cache.jit(jax.vmap(fn, in_axes=(None, 0, 0)))
+
+
+@compile_cache.cached
+def predict_function(networks: Networks):
+  fn = compile_cache.counted('predict', networks, networks.predict_mask)
+  return compile_cache.jit(jax.vmap(fn, in_axes=(None, 0)))
 
 
 class Scorer:
-  """Streams tile sources through the jitted per-tile functions."""
+  """Streams tile sources through the jitted per-tile functions.
 
-  def __init__(self, networks: Networks, mesh: Mesh, batch_size: int, mc_passes: int = 0):
+  ``stats``: the statistics to compute (tile_stats.py; by default every one
+  that needs no MC dropout, plus the MC ones when ``mc_passes`` > 0).
+  """
+
+  def __init__(self, networks: Networks, mesh: Mesh, batch_size: int, mc_passes: int = 0,
+               stats: tuple[str, ...] | None = None):
     self.networks = networks
     self.mesh = mesh
     self.batch_size = mesh_lib.batch_multiple(mesh, batch_size)
-    self.mc_passes = mc_passes
-    self.traces = 0  # how often the stats function was traced (tests check it is once)
-    self._stats = jax.jit(jax.vmap(self._traced_stats, in_axes=(None, 0, 0, None)))
-    self._eval = jax.jit(jax.vmap(networks.tile_eval, in_axes=(None, 0, 0)))
-    self._predict = jax.jit(jax.vmap(networks.predict_mask, in_axes=(None, 0)))
+    if stats is None:
+      stats = tile_stats_lib.SCALARS + tile_stats_lib.MAP_STATS + (tile_stats_lib.MC_STATS if mc_passes else ())
+    self.stat_names = tile_stats_lib.check_names(stats, 'scoring statistics')
+    self.mc_passes = mc_passes if tile_stats_lib.needs_mc(self.stat_names) else 0
+    self._stats = stats_function(networks, self.stat_names, self.mc_passes)
+    self._eval = eval_function(networks)
+    self._predict = predict_function(networks)
     self.last_seconds = 0.0
 
-  def _traced_stats(self, params, image, tile_id, key):
-    self.traces += 1  # Python side effect: runs at trace time only
-    return self.networks.tile_stats(params, image, tile_id, key, mc_passes=self.mc_passes)
+  @property
+  def traces(self) -> int:
+    """How often this configuration's stats function was traced in this process."""
+    return compile_cache.TRACES[('stats', (self.networks, self.stat_names, self.mc_passes))]
 
   def _stream(self, fn, params, source: TileSource, positions, fields, array_fields,
               extra=()) -> Iterator[tuple[dict, dict]]:
@@ -99,16 +148,16 @@ class Scorer:
         on_batch(len(outs))
     self.last_seconds = time.perf_counter() - start
     if not outs:
-      outs = [jax.tree.map(lambda a: np.zeros((0,) + a.shape[1:], a.dtype), self._empty_row(params))]
+      outs = [jax.tree.map(lambda a: np.zeros((0,) + a.shape[1:], a.dtype), self._row_shapes(params))]
       ids = [np.zeros(0, np.int64)]
     cat = jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
-    return PoolStats(ids=np.concatenate(ids).astype(np.int64), **{k: cat[k] for k in STAT_FIELDS})
+    return PoolStats(np.concatenate(ids).astype(np.int64), **cat)
 
-  def _empty_row(self, params):
-    """A one-row output of the right structure, for an empty pool."""
-    size = self.networks.unet.depth  # any tile size that divides by 2**depth works
-    image = np.zeros((1, 2 ** size * 2, 2 ** size * 2, 3), np.uint8)
-    return jax.tree.map(np.asarray, self._stats(params, image, np.zeros(1, np.uint32), jax.random.key(0)))
+  def _row_shapes(self, params):
+    """The output structure for one tile, from shapes alone (nothing runs)."""
+    size = 2 ** (self.networks.unet.depth + 1)  # any side divisible by 2**depth
+    return jax.eval_shape(self._stats, params, jax.ShapeDtypeStruct((1, size, size, 3), np.uint8),
+                          jax.ShapeDtypeStruct((1,), np.uint32), jax.random.key(0))
 
   def predict_masks(self, params: dict, images: np.ndarray) -> np.ndarray:
     """Thresholded predictions of a few in-memory tiles (e.g. a selection)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from priojax.errors import SelectionError
 from priojax.priority.registry import Formula, SelectionContext
-from priojax.scoring import PoolStats
+from priojax.scoring import MissingStatError, PoolStats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +33,8 @@ class Selection:
 
 
 def check_stats(stats: PoolStats, fields: tuple[str, ...], selectable: np.ndarray) -> None:
-  columns = []
   for field in fields:
-    value = getattr(stats, field)
-    if isinstance(value, dict):
-      columns += [(f'{field}/{k}', v) for k, v in sorted(value.items())]
-    else:
-      columns.append((field, value))
-  for field, values in columns:
-    values = np.asarray(values)
+    values = np.asarray(stats[field])
     rows = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) & selectable
     if rows.any():
       bad = stats.ids[rows]
@@ -64,12 +57,16 @@ def select(formula: Formula, stats: PoolStats, ctx: SelectionContext) -> Selecti
   empty = np.zeros(0)
   if k == 0:
     return Selection(np.zeros(0, np.int64), empty, empty)
-  check_stats(stats, formula.reads, selectable)
-  if formula.greedy:
-    picks, prios = formula.fn(stats, ctx)
-    picks, prios = np.asarray(picks), np.asarray(prios, np.float64)
-  else:
-    scores = np.asarray(formula.fn(stats, ctx), np.float64)
+  try:
+    check_stats(stats, formula.stat_names(ctx.hparams), selectable)
+    if formula.greedy:
+      picks, prios = formula.fn(stats, ctx)
+      picks, prios = np.asarray(picks), np.asarray(prios, np.float64)
+    else:
+      scores = np.asarray(formula.fn(stats, ctx), np.float64)
+  except MissingStatError as e:
+    raise MissingStatError(f'priority formula {formula.name!r} {e}') from None
+  if not formula.greedy:
     if scores.shape != (len(stats),):
       raise SelectionError(f'priority formula {formula.name!r} returned shape {scores.shape}, '
                            f'expected ({len(stats)},)')

@@ -12,6 +12,7 @@ Two networks, two optimisers, one state:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -23,6 +24,7 @@ import optax
 from absl import logging
 from jax.sharding import Mesh
 
+from priojax import compile_cache
 from priojax import mesh as mesh_lib
 from priojax.errors import TrainingError
 from priojax.models.unet import preprocess
@@ -81,70 +83,110 @@ def _heads(params: dict) -> dict:
   return {'head': params['head'], 'loss_head': params['loss_head']}
 
 
+def seg_step(networks: Networks, tx: optax.GradientTransformation, state: TrainState, images, masks,
+             rng, learning_rate):
+  """One U-Net step: augment, BCE + Dice, gradient, clipped AdamW."""
+  state = state.replace(unet_opt=with_learning_rate(state.unet_opt, learning_rate))
+  rng = jax.random.fold_in(rng, state.step)
+  aug_rng, drop_rng = jax.random.split(rng)
+  x, y = augment(aug_rng, preprocess(images), masks)
+
+  def loss_fn(p):
+    logits, _ = networks.unet.apply({'params': p}, x, train=True, rngs={'dropout': drop_rng})
+    return segmentation_loss(logits, y)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params['unet'])
+  updates, unet_opt = tx.update(grads, state.unet_opt, state.params['unet'])
+  unet = optax.apply_updates(state.params['unet'], updates)
+  new = state.replace(step=state.step + 1, params={**state.params, 'unet': unet}, unet_opt=unet_opt)
+  return new, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+
+
+def head_step(networks: Networks, tx: optax.GradientTransformation, hl: HeadLoss, state: TrainState,
+              feats, iou_targets, loss_targets, learning_rate):
+  """Both heads on stop-gradient features: the IoU head by regression plus
+  ranking, the loss head by the Learning-Loss ranking term alone."""
+  state = state.replace(head_opt=with_learning_rate(state.head_opt, learning_rate))
+
+  def loss_fn(p):
+    pred = networks.head.apply({'params': p['head']}, feats)
+    mse = jnp.mean((pred - iou_targets) ** 2)
+    rank = ranking_loss(pred, iou_targets, hl.rank_margin)
+    pred_loss = networks.loss_head.apply({'params': p['loss_head']}, feats)
+    loss_rank = ranking_loss(pred_loss, loss_targets, hl.loss_rank_margin)
+    return mse + hl.rank_weight * rank + loss_rank, (mse, rank, loss_rank)
+
+  heads = _heads(state.params)
+  (loss, (mse, rank, loss_rank)), grads = jax.value_and_grad(loss_fn, has_aux=True)(heads)
+  updates, head_opt = tx.update(grads, state.head_opt, heads)
+  heads = optax.apply_updates(heads, updates)
+  new = state.replace(head_step=state.head_step + 1, params={**state.params, **heads},
+                      head_opt=head_opt)
+  return new, {'loss': loss, 'mse': mse, 'rank': rank, 'loss_rank': loss_rank,
+               'grad_norm': optax.tree.norm(grads)}
+
+
+def _opt_init(tx: optax.GradientTransformation, params) -> optax.OptState:
+  # optax stores the injected learning rate weakly typed; the steps return it
+  # strongly typed. Starting strongly typed keeps one trace of each step.
+  return with_learning_rate(tx.init(params), 0.0)
+
+
+def _fresh_state(tx, head_tx, params: dict) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), head_step=jnp.zeros((), jnp.int32), params=params,
+                    unet_opt=_opt_init(tx, params['unet']), head_opt=_opt_init(head_tx, _heads(params)))
+
+
+def _init_state(networks: Networks, tx, head_tx, tile_size: int, key: jax.Array) -> TrainState:
+  return _fresh_state(tx, head_tx, networks.init(key, tile_size))
+
+
+@compile_cache.cached
+def _compiled(networks: Networks, weight_decay: float, clip_norm: float, head_loss: HeadLoss):
+  """The optimisers and jitted steps of one configuration, built once per
+  process: every run of a comparison with this configuration reuses them."""
+  config = (networks, weight_decay, clip_norm, head_loss)
+  tx = make_optimizer(weight_decay, clip_norm)
+  head_tx = make_optimizer(0.0, clip_norm)
+  seg = compile_cache.counted('seg_step', config, functools.partial(seg_step, networks, tx))
+  head = compile_cache.counted('head_step', config, functools.partial(head_step, networks, head_tx, head_loss))
+  init = functools.partial(_init_state, networks, tx, head_tx)
+  return (tx, head_tx, compile_cache.jit(seg, donate_argnums=0), compile_cache.jit(head, donate_argnums=0),
+          init, compile_cache.jit(init, static_argnums=0))
+
+
 class Trainer:
-  """Owns the optimisers and the compiled steps for one pair of networks."""
+  """The optimisers and the compiled steps for one pair of networks."""
 
   def __init__(self, networks: Networks, mesh: Mesh, *, weight_decay: float = 1e-4,
                clip_norm: float = 1.0, head_loss: HeadLoss = HeadLoss()):
     self.networks = networks
     self.mesh = mesh
-    self.tx = make_optimizer(weight_decay, clip_norm)
-    self.head_tx = make_optimizer(0.0, clip_norm)
     self.head_loss = head_loss
-    self.seg_step = jax.jit(self._seg_step, donate_argnums=0)
-    self.head_step = jax.jit(self._head_step, donate_argnums=0)
+    (self.tx, self.head_tx, self.seg_step, self.head_step, self._init,
+     self._init_jit) = _compiled(networks, float(weight_decay), float(clip_norm), head_loss)
+
+  def initial_state(self, key: jax.Array, tile_size: int) -> TrainState:
+    """A freshly initialised state, replicated over the mesh (jitted: op by
+    op, the U-Net's initialisation takes seconds of dispatch)."""
+    return mesh_lib.replicate(self.mesh, self._init_jit(tile_size, key))
+
+  def state_shapes(self, key: jax.Array, tile_size: int) -> TrainState:
+    """The state's shapes and dtypes; nothing is computed."""
+    return jax.eval_shape(functools.partial(self._init, tile_size), key)
 
   def init_state(self, params: dict) -> TrainState:
     # The steps donate the state: own copies keep the caller's params alive.
-    params = jax.tree.map(jnp.copy, params)
-    return TrainState(step=jnp.zeros((), jnp.int32), head_step=jnp.zeros((), jnp.int32),
-                      params=params, unet_opt=self.tx.init(params['unet']),
-                      head_opt=self.head_tx.init(_heads(params)))
+    # Every state lives replicated over the mesh: a state placed otherwise
+    # (one device) would make the steps trace and compile a second time.
+    return mesh_lib.replicate(self.mesh, _fresh_state(self.tx, self.head_tx, jax.tree.map(jnp.copy, params)))
 
   def reset_unet(self, state: TrainState, unet_params: dict) -> TrainState:
     # A copy: the train step donates the state's buffers, and the caller keeps
     # ``unet_params`` for the next reset.
     unet_params = jax.tree.map(jnp.copy, unet_params)
     params = {**state.params, 'unet': unet_params}
-    return state.replace(params=params, unet_opt=self.tx.init(unet_params))
-
-  def _seg_step(self, state: TrainState, images, masks, rng, learning_rate):
-    state = state.replace(unet_opt=with_learning_rate(state.unet_opt, learning_rate))
-    rng = jax.random.fold_in(rng, state.step)
-    aug_rng, drop_rng = jax.random.split(rng)
-    x, y = augment(aug_rng, preprocess(images), masks)
-
-    def loss_fn(p):
-      logits, _ = self.networks.unet.apply({'params': p}, x, train=True, rngs={'dropout': drop_rng})
-      return segmentation_loss(logits, y)
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params['unet'])
-    updates, unet_opt = self.tx.update(grads, state.unet_opt, state.params['unet'])
-    unet = optax.apply_updates(state.params['unet'], updates)
-    new = state.replace(step=state.step + 1, params={**state.params, 'unet': unet}, unet_opt=unet_opt)
-    return new, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
-
-  def _head_step(self, state: TrainState, feats, iou_targets, loss_targets):
-    """Both heads on stop-gradient features: the IoU head by regression plus
-    ranking, the loss head by the Learning-Loss ranking term alone."""
-    hl = self.head_loss
-
-    def loss_fn(p):
-      pred = self.networks.head.apply({'params': p['head']}, feats)
-      mse = jnp.mean((pred - iou_targets) ** 2)
-      rank = ranking_loss(pred, iou_targets, hl.rank_margin)
-      pred_loss = self.networks.loss_head.apply({'params': p['loss_head']}, feats)
-      loss_rank = ranking_loss(pred_loss, loss_targets, hl.loss_rank_margin)
-      return mse + hl.rank_weight * rank + loss_rank, (mse, rank, loss_rank)
-
-    heads = _heads(state.params)
-    (loss, (mse, rank, loss_rank)), grads = jax.value_and_grad(loss_fn, has_aux=True)(heads)
-    updates, head_opt = self.head_tx.update(grads, state.head_opt, heads)
-    heads = optax.apply_updates(heads, updates)
-    new = state.replace(head_step=state.head_step + 1, params={**state.params, **heads},
-                        head_opt=head_opt)
-    return new, {'loss': loss, 'mse': mse, 'rank': rank, 'loss_rank': loss_rank,
-                 'grad_norm': optax.tree.norm(grads)}
+    return mesh_lib.replicate(self.mesh, state.replace(params=params, unet_opt=_opt_init(self.tx, unet_params)))
 
   def fine_tune(self, state: TrainState, target: dict | None, source: dict, *, steps: int,
                 batch_size: int, learning_rate: float, replay: float, rng: jax.Array,
@@ -206,7 +248,6 @@ class Trainer:
     idx = [np.asarray(jax.random.randint(k, (steps, per_set), 0, len(t['true_iou'])))
            for k, t in zip(keys, sets)]
     order = np.asarray(jax.random.uniform(jax.random.fold_in(rng, len(sets)), (steps, per_set * len(sets))))
-    state = state.replace(head_opt=with_learning_rate(state.head_opt, learning_rate))
     losses, grad_norms = [], []
     for s in range(steps):
       batch = {k: np.concatenate([t[k][i[s]] for t, i in zip(sets, idx)])
@@ -215,7 +256,8 @@ class Trainer:
       perm = np.argsort(order[s])
       state, metrics = self.head_step(state, batch['head_inputs'][perm],
                                       batch['true_iou'][perm].astype(np.float32),
-                                      batch['true_loss'][perm].astype(np.float32))
+                                      batch['true_loss'][perm].astype(np.float32),
+                                      np.float32(learning_rate))
       losses.append(metrics['loss'])
       grad_norms.append(metrics['grad_norm'])
     _check_finite({'loss': losses, 'gradient norm': grad_norms}, 'IoU head fitting',

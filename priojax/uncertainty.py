@@ -32,12 +32,14 @@ MAPS = ('entropy', 'margin', 'least_confidence')
 MC_MAPS = ('bald', 'mc_variance')
 
 
-def pixel_maps(probs: jnp.ndarray) -> dict[str, jnp.ndarray]:
-  return {
-      'entropy': pixel_entropy(probs),
-      'margin': 1.0 - jnp.abs(2.0 * probs - 1.0),
-      'least_confidence': 1.0 - jnp.maximum(probs, 1.0 - probs),
+def pixel_maps(probs: jnp.ndarray, names=MAPS) -> dict[str, jnp.ndarray]:
+  """The single-pass maps ``names`` (a subset of ``MAPS``) of one tile."""
+  maps = {
+      'entropy': lambda: pixel_entropy(probs),
+      'margin': lambda: 1.0 - jnp.abs(2.0 * probs - 1.0),
+      'least_confidence': lambda: 1.0 - jnp.maximum(probs, 1.0 - probs),
   }
+  return {name: maps[name]() for name in names}
 
 
 def mc_maps(probs_t: jnp.ndarray) -> dict[str, jnp.ndarray]:

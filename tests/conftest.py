@@ -17,6 +17,13 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 if str(ROOT) not in sys.path:  # configs/ and experiments/ are run from the checkout
   sys.path.insert(0, str(ROOT))
 
+# The same XLA devices in-process as in the launcher subprocesses (one per
+# core): runs started here and resumed through the launcher, or the reverse,
+# then sum their gradients in the same order.
+from priojax import mesh  # noqa: E402
+
+mesh.use_cpu_devices()
+
 
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory) -> str:

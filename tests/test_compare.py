@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, subprocess_env
-from priojax import compare
+from priojax import compare, compile_cache, priority, tile_stats
 
 
 def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
@@ -17,7 +17,16 @@ def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
 
   config = compare_config.get_config('smoke')
   config.base.data.data_dir = data_dir
+  traced_before = compile_cache.traces()
   summary = compare.run_comparison(config, str(tmp_path / 'cmp'))
+  # 12 strategies + the source model + the reference, one process: each
+  # distinct scoring and training configuration is traced once, not per run.
+  new = {k: v - traced_before.get(k, 0) for k, v in compile_cache.traces().items()}
+  assert all(n <= 1 for n in new.values()), new
+  hp = {'aggregation': config.base.priority.aggregation}
+  distinct = {(tile_stats.for_formula(priority.get(s), hp), priority.get(s).needs_mc) for s in config.strategies}
+  assert sum(new[k] for k in new if k[0] == 'stats') <= len(distinct) < len(config.strategies)
+  assert sum(new[k] for k in new if k[0] in ('seg_step', 'head_step')) <= 2
   names = {r['strategy'] for r in summary['rows']}
   assert names == set(compare_config.STRATEGIES)
   with open(tmp_path / 'cmp' / 'comparison.csv') as f:

@@ -1,11 +1,13 @@
 """Shapes, parameter counts and output ranges of the tiny network variants."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from priojax import tile_stats
 from priojax.models import iou_head
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
@@ -60,7 +62,8 @@ def test_head_inputs_and_prediction_range():
   params = net.init(jax.random.key(0), 32)
   image = jnp.asarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3)), jnp.uint8)
   logits, _, feats, pred = net.forward_tile(params, image)
-  embedding = net.tile_stats(params, image, jnp.uint32(0), jax.random.key(0))['embedding']
+  embedding = tile_stats.tile_stats(net, params, image, jnp.uint32(0), jax.random.key(0),
+                                    names=('embedding',))['embedding']
   chex.assert_shape(logits, (32, 32))
   # bottleneck (16 ch pooled to 8) + finest decoder (4) + mask statistics
   chex.assert_shape(feats, (8 + 4 + iou_head.NUM_MASK_STATS,))
@@ -84,3 +87,44 @@ def test_pooled_embedding_caps_dimension():
   x = jnp.arange(4 * 4 * 300, dtype=jnp.float32).reshape(4, 4, 300)
   chex.assert_shape(iou_head.pooled_embedding(x, 128), (128,))
   chex.assert_shape(iou_head.pooled_embedding(x, 512), (300,))
+
+
+def test_depth_to_space_upsampling_equals_conv_transpose_on_the_same_parameters():
+  from priojax.models.unet import Upsample2x
+
+  x = jax.random.normal(jax.random.key(0), (2, 5, 7, 6))
+  conv_t = nn.ConvTranspose(4, (2, 2), strides=(2, 2))
+  params = conv_t.init(jax.random.key(1), x)
+  params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), params)
+  want = conv_t.apply(params, x)
+  for method in ('depth_to_space', 'conv_transpose'):
+    up = Upsample2x(4, method)
+    # The same initialiser and parameter tree as nn.ConvTranspose.
+    chex.assert_trees_all_equal(up.init(jax.random.key(1), x), conv_t.init(jax.random.key(1), x))
+    chex.assert_trees_all_close(up.apply(params, x), want, atol=1e-5, rtol=1e-5)
+  # The orientation matters: a flipped kernel gives another map.
+  flipped = jax.tree.map(lambda a: a[::-1, ::-1] if a.ndim == 4 else a, params)
+  assert not np.allclose(Upsample2x(4).apply(flipped, x), want, atol=1e-3)
+
+
+def test_a_conv_transpose_checkpoint_loads_into_the_depth_to_space_unet():
+  old = UNet(depth=2, width=4, upsample='conv_transpose')
+  new = UNet(depth=2, width=4, upsample='depth_to_space')
+  x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  params = old.init(jax.random.key(1), x, train=False)
+  chex.assert_trees_all_equal_structs(params, new.init(jax.random.key(1), x, train=False))
+  chex.assert_trees_all_close(new.apply(params, x, train=False)[0], old.apply(params, x, train=False)[0],
+                              atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match='unknown upsample'):
+    UNet(depth=1, width=4, upsample='nearest').init(jax.random.key(0), x[:, :8, :8], train=False)
+
+
+def test_reshape_max_pool_equals_nn_max_pool_and_routes_gradients_to_the_maximum():
+  from priojax.models.unet import max_pool_2x2
+
+  x = jax.random.normal(jax.random.key(0), (3, 8, 6, 5))
+  chex.assert_trees_all_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+  weights = jax.random.normal(jax.random.key(1), (3, 4, 3, 5))
+  grad = jax.grad(lambda a: jnp.sum(max_pool_2x2(a) * weights))(x)
+  want = jax.grad(lambda a: jnp.sum(nn.max_pool(a, (2, 2), strides=(2, 2)) * weights))(x)
+  chex.assert_trees_all_close(grad, want)

@@ -25,7 +25,7 @@ def make_stats(pred_iou, entropy=None, ids=None, dim=3, seed=0):
       embedding=np.abs(rng.normal(size=(n, dim))).astype(np.float32),
       pred_loss=rng.random(n).astype(np.float32),
       badge=rng.normal(size=(n, dim + 1)).astype(np.float32),
-      aggregates=aggregates)
+      **aggregates)
 
 
 def ctx(stats, k, selectable=None, reference=None, seed=0, **hparams):
@@ -56,7 +56,7 @@ def test_registry_lists_builtins():
 def test_pixel_formulas_read_their_aggregation(name, stat, aggregation):
   stats = make_stats(np.full(9, 0.5), seed=3)
   sel = pick(name, stats, ctx(stats, 3, aggregation=aggregation))
-  want = np.argsort(-stats.aggregates[f'{stat}/{aggregation}'], kind='stable')[:3]
+  want = np.argsort(-stats[f'{stat}/{aggregation}'], kind='stable')[:3]
   np.testing.assert_array_equal(sel.ids, want)
 
 

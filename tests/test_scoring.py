@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from priojax import mesh as mesh_lib
+from priojax import tile_stats
 from priojax.data.pool import TileSource
 from priojax.models.iou_head import IoUHead
 from priojax.models.unet import UNet
@@ -37,7 +38,8 @@ def test_score_covers_every_tile_once_in_order(setup):
   assert ((stats.pred_iou >= 0) & (stats.pred_iou <= 1)).all()
   # Batched + padded + vmapped equals one tile at a time.
   for i in (0, 9, 22):
-    one = net.tile_stats(params, records[i]['image'], np.uint32(records[i]['id']), jax.random.key(0))
+    one = tile_stats.tile_stats(net, params, records[i]['image'], np.uint32(records[i]['id']),
+                                jax.random.key(0), names=('embedding', 'pred_iou'))
     chex.assert_trees_all_close(stats.pred_iou[i], one['pred_iou'], rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(stats.embedding[i], one['embedding'], rtol=1e-5, atol=1e-6)
 
@@ -98,14 +100,14 @@ def test_mc_dropout_passes_are_one_traced_call_per_pool():
   assert scorer.traces == 1  # not once per pass, nor once per batch
   for name in ('bald', 'mc_variance'):
     for agg in ('mean', 'topq', 'region'):
-      values = stats.aggregates[f'{name}/{agg}']
+      values = stats[f'{name}/{agg}']
       chex.assert_shape(values, (11,))
       assert np.isfinite(values).all() and (values >= -1e-6).all()
-  assert (stats.aggregates['bald/mean'] > 0).all()  # dropout makes the passes differ
-  assert (stats.aggregates['bald/topq'] >= stats.aggregates['bald/mean'] - 1e-6).all()
+  assert (stats['bald/mean'] > 0).all()  # dropout makes the passes differ
+  assert (stats['bald/topq'] >= stats['bald/mean'] - 1e-6).all()
   # Order-free: a tile's MC draws depend on its id, not on its batch or position.
   again = scorer.score(params, TileSource(records[::-1], 'pool'), key=jax.random.key(3))
-  chex.assert_trees_all_close(again.aggregates['bald/mean'][::-1], stats.aggregates['bald/mean'],
+  chex.assert_trees_all_close(again['bald/mean'][::-1], stats['bald/mean'],
                               rtol=1e-4, atol=1e-6)
   assert scorer.traces == 1
 
@@ -113,7 +115,74 @@ def test_mc_dropout_passes_are_one_traced_call_per_pool():
 def test_without_mc_passes_there_are_no_mc_statistics(setup):
   net, params = setup
   stats = Scorer(net, mesh_lib.make_mesh(), 8).score(params, TileSource(fake_pool(3), 'pool'))
-  assert not any(k.startswith(('bald', 'mc_variance')) for k in stats.aggregates)
-  assert set(stats.aggregates) == {f'{m}/{a}' for m in ('entropy', 'margin', 'least_confidence')
+  maps = {k for k in stats.columns if '/' in k}
+  assert not any(k.startswith(('bald', 'mc_variance')) for k in maps)
+  assert maps == {f'{m}/{a}' for m in ('entropy', 'margin', 'least_confidence')
                                    for a in ('mean', 'topq', 'region')}
   chex.assert_shape(stats.badge, (3, 5))  # finest decoder width 4 + bias
+
+
+def test_iou_scoring_computes_the_head_only_and_no_mc_branch():
+  from priojax import priority
+
+  net = Networks(UNet(depth=2, width=4, dropout=0.3), IoUHead(hidden=8), embed_dim=8)
+  params = net.init(jax.random.key(0), 16)
+  names = tile_stats.for_formula(priority.get('iou'), {'aggregation': 'mean'})
+  assert names == ('pred_iou',)
+  scorer = Scorer(net, mesh_lib.make_mesh(), batch_size=4, mc_passes=5, stats=names)
+  assert scorer.mc_passes == 0  # the formula reads no MC statistic: no passes
+  stats = scorer.score(params, TileSource(fake_pool(6), 'pool'))
+  assert set(stats.columns) == {'pred_iou'}
+  args = (params, np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.uint32), jax.random.key(0))
+  iou_hlo = scorer._stats.lower(*args).as_text()
+  bald = Scorer(net, mesh_lib.make_mesh(), batch_size=4, mc_passes=5,
+                stats=tile_stats.for_formula(priority.get('bald'), {'aggregation': 'mean'}))
+  bald_hlo = bald._stats.lower(*args).as_text()
+  # MC dropout draws random numbers and runs more U-Nets; iou scoring neither.
+  assert 'threefry' in bald_hlo and 'threefry' not in iou_hlo
+  assert bald_hlo.count('stablehlo.convolution') > iou_hlo.count('stablehlo.convolution')
+  # Nor BADGE, the pixel maps or their aggregations (top-k, regions).
+  everything = Scorer(net, mesh_lib.make_mesh(), batch_size=4)._stats.lower(*args).as_text()
+  assert 'top_k' in everything and 'top_k' not in iou_hlo
+  assert iou_hlo.count('stablehlo.reduce') < everything.count('stablehlo.reduce') - 9
+  assert set(bald.score(params, TileSource(fake_pool(6), 'pool')).columns) == {'pred_iou', 'bald/mean'}
+
+
+def test_reading_a_statistic_that_was_not_computed_is_one_clear_line():
+  from priojax import priority, selection
+  from priojax.scoring import MissingStatError, PoolStats
+
+  stats = PoolStats(np.arange(4), pred_iou=np.linspace(0, 1, 4, dtype=np.float32))
+  assert stats.pred_iou.shape == (4,)
+  with pytest.raises(AttributeError):
+    getattr(stats, "no_such_field")  # not a statistic at all: a plain AttributeError
+  ctx = priority.SelectionContext(k=2, rng=jax.random.key(0), selectable=np.ones(4, bool),
+                                  reference_embedding=np.zeros((0, 0), np.float32))
+
+  def sneaky(stats, ctx):  # declares pred_iou, reads fg_fraction too
+    return stats.pred_iou * stats.fg_fraction
+
+  formula = priority.registry.Formula('sneaky', sneaky, reads=('pred_iou',))
+  with pytest.raises(MissingStatError) as e:
+    selection.select(formula, stats, ctx)
+  message = str(e.value)
+  assert '\n' not in message
+  assert message.startswith("priority formula 'sneaky' reads statistic 'fg_fraction'")
+  assert 'computed: pred_iou' in message
+  # A declared read that scoring did not compute fails the same way, up front.
+  declared = priority.registry.Formula('declared', sneaky, reads=('pred_iou', 'fg_fraction'))
+  with pytest.raises(MissingStatError, match="'declared' reads statistic 'fg_fraction'"):
+    selection.select(declared, stats, ctx)
+  with pytest.raises(Exception, match="unknown statistic"):
+    tile_stats.check_names(['pred_iou', 'entropy/median'], 'test')
+
+
+def test_scorers_of_one_configuration_share_one_traced_function(setup):
+  net, params = setup
+  records = fake_pool(9)
+  first = Scorer(net, mesh_lib.make_mesh(), batch_size=4, stats=('pred_iou', 'entropy/topq'))
+  before = first.traces
+  first.score(params, TileSource(records, 'pool'))
+  again = Scorer(net, mesh_lib.make_mesh(), batch_size=4, stats=('entropy/topq', 'pred_iou'))
+  again.score(params, TileSource(records, 'pool'))
+  assert again.traces == first.traces == max(before, 1)

@@ -56,3 +56,22 @@ def test_scoring_and_training_on_eight_fake_devices():
                           text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'SHARDED-OK' in result.stdout
+
+
+def test_the_launchers_split_the_cpu_into_one_device_per_core_unless_told():
+  script = textwrap.dedent('''
+      import sys, jax
+      from priojax import mesh
+      asked = mesh.use_cpu_devices(int(sys.argv[1]))
+      print(asked, jax.device_count(), len(mesh.make_mesh().devices))
+  ''')
+  env = subprocess_env(JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  out = subprocess.run([sys.executable, '-c', script, '3'], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.stdout.split() == ['3', '3', '3'], out.stderr[-2000:]
+  # A device count forced through XLA_FLAGS (as the sharding tests do) wins.
+  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=5'
+  out = subprocess.run([sys.executable, '-c', script, '3'], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.stdout.split() == ['3', '5', '5'], out.stderr[-2000:]

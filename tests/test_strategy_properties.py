@@ -29,7 +29,7 @@ def pools(draw):
       pred_iou=col(), entropy=aggregates['entropy/mean'], fg_fraction=col(),
       embedding=draw(hnp.arrays(np.float32, (n, DIM), elements=ints)),
       pred_loss=col(), badge=draw(hnp.arrays(np.float32, (n, DIM + 1), elements=ints)),
-      aggregates=aggregates)
+      **aggregates)
   labelled = np.asarray(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
   labelled[0] = False  # at least one tile left
   k = draw(st.integers(0, int((~labelled).sum())))

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import einops
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 NORMS = ('group', 'layer', 'instance', 'none')
+UPSAMPLES = ('depth_to_space', 'conv_transpose')
 
 
 def _norm(kind: str, features: int, dtype: Any) -> nn.Module | None:
@@ -28,6 +31,52 @@ def _norm(kind: str, features: int, dtype: Any) -> nn.Module | None:
   if kind == 'none':
     return None
   raise ValueError(f'unknown norm {kind!r}; expected one of {NORMS}')
+
+
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+  """2x2 max pooling, stride 2, as a reshape and a max.
+
+  Equal to ``nn.max_pool(x, (2, 2), strides=(2, 2))``; its gradient is a
+  compare-and-select instead of XLA's select-and-scatter, which XLA:CPU runs
+  as a slow scatter loop.
+  """
+  return einops.reduce(x, 'b (h 2) (w 2) c -> b h w c', 'max')
+
+
+class Upsample2x(nn.Module):
+  """Learnt 2x upsampling: the linear map of ``nn.ConvTranspose(features,
+  (2, 2), strides=(2, 2))`` with the same parameters (``kernel`` [2, 2, Cin,
+  Cout], ``bias`` [Cout]), the same initialisation and, under the same name,
+  the same parameter tree, so checkpoints of either form load into the other.
+
+  With a 2x2 kernel and stride 2 every output pixel (2h + i, 2w + j) is one
+  input pixel (h, w) times the kernel tap (1 - i, 1 - j) (Flax does not flip
+  the kernel of a transposed convolution; this orientation is checked against
+  ``nn.ConvTranspose`` in the tests). ``'depth_to_space'`` computes it as one
+  dense layer to 4 x Cout channels and a depth-to-space rearrangement: a
+  plain matrix product. ``'conv_transpose'`` is XLA's transposed
+  convolution, an input-dilated convolution that spends 3/4 of its
+  multiply-adds on inserted zeros and whose weight gradient XLA:CPU runs on
+  a naive loop kernel.
+  """
+
+  features: int
+  method: str = 'depth_to_space'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    if self.method not in UPSAMPLES:
+      raise ValueError(f'unknown upsample {self.method!r}; expected one of {UPSAMPLES}')
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if self.method == 'conv_transpose':
+      y = jax.lax.conv_transpose(x, kernel, (2, 2), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      return y + bias
+    taps = einops.rearrange(kernel[::-1, ::-1], 'i j c d -> c (i j d)')
+    y = jnp.dot(x, taps) + jnp.tile(bias, 4)
+    return einops.rearrange(y, 'b h w (i j d) -> b (h i) (w j) d', i=2, j=2)
 
 
 class ConvBlock(nn.Module):
@@ -62,6 +111,7 @@ class UNet(nn.Module):
   width: int = 16
   norm: str = 'group'
   dropout: float = 0.0
+  upsample: str = 'depth_to_space'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -71,12 +121,14 @@ class UNet(nn.Module):
     for level in range(self.depth):
       x = ConvBlock(self.width * 2**level, self.norm, 0.0, self.dtype)(x, train=train)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = ConvBlock(self.width * 2**self.depth, self.norm, self.dropout, self.dtype)(x, train=train)
     bottleneck = x
     decoder = []
     for level in reversed(range(self.depth)):
-      x = nn.ConvTranspose(self.width * 2**level, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+      # Named as nn.ConvTranspose was: one parameter tree for both methods.
+      x = Upsample2x(self.width * 2**level, self.upsample, self.dtype,
+                     name=f'ConvTranspose_{self.depth - 1 - level}')(x)
       x = jnp.concatenate([x, skips[level]], axis=-1)
       x = ConvBlock(self.width * 2**level, self.norm, self.dropout, self.dtype)(x, train=train)
       decoder.append(x)

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from priojax.priority import diversity
-from priojax.errors import SelectionError
 from priojax.priority.registry import SelectionContext, register
 
 
@@ -32,7 +31,7 @@ def iou_priority(stats, ctx: SelectionContext) -> jax.Array:
   return 1.0 - jnp.asarray(stats.pred_iou, jnp.float32)
 
 
-@register('entropy', reads=('aggregates',))
+@register('entropy', reads=('entropy/{aggregation}',))
 def entropy_priority(stats, ctx: SelectionContext) -> jax.Array:
   """p_i = agg over pixels of H(p) = -p log p - (1-p) log(1-p);
   agg = ctx.hparams['aggregation'] in mean | topq | region (default mean)."""
@@ -56,35 +55,30 @@ def iou_diversity_priority(stats, ctx: SelectionContext):
 
 
 def _aggregate(stats, ctx: SelectionContext, name: str) -> jax.Array:
-  kind = ctx.hparam('aggregation', 'mean')
-  key = f'{name}/{kind}'
-  if key not in stats.aggregates:
-    raise SelectionError(f'pool stats have no {key!r}; aggregations: '
-                         f'{sorted(k for k in stats.aggregates if k.startswith(name))}')
-  return jnp.asarray(stats.aggregates[key], jnp.float32)
+  return jnp.asarray(stats[f'{name}/{ctx.hparam("aggregation", "mean")}'], jnp.float32)
 
 
-@register('margin', reads=('aggregates',))
+@register('margin', reads=('margin/{aggregation}',))
 def margin_priority(stats, ctx: SelectionContext) -> jax.Array:
   """p_i = agg over pixels of 1 - |2p - 1| (smallest margin |p - 0.5| first);
   agg = ctx.hparams['aggregation'] in mean | topq | region."""
   return _aggregate(stats, ctx, 'margin')
 
 
-@register('least_confidence', reads=('aggregates',))
+@register('least_confidence', reads=('least_confidence/{aggregation}',))
 def least_confidence_priority(stats, ctx: SelectionContext) -> jax.Array:
   """p_i = agg over pixels of 1 - max(p, 1 - p)."""
   return _aggregate(stats, ctx, 'least_confidence')
 
 
-@register('bald', reads=('aggregates',), needs_mc=True)
+@register('bald', reads=('bald/{aggregation}',), needs_mc=True)
 def bald_priority(stats, ctx: SelectionContext) -> jax.Array:
   """BALD with MC dropout (Gal et al. 2017): p_i = agg over pixels of
   H[mean_t p_t] - mean_t H[p_t], T = config.priority.mc_passes."""
   return _aggregate(stats, ctx, 'bald')
 
 
-@register('mc_variance', reads=('aggregates',), needs_mc=True)
+@register('mc_variance', reads=('mc_variance/{aggregation}',), needs_mc=True)
 def mc_variance_priority(stats, ctx: SelectionContext) -> jax.Array:
   """p_i = agg over pixels of var_t p_t over MC-dropout passes."""
   return _aggregate(stats, ctx, 'mc_variance')

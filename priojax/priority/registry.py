@@ -20,6 +20,10 @@ import numpy as np
 from priojax.errors import SelectionError
 
 
+# What a formula's ``reads`` may name in braces when a run does not set it.
+DEFAULT_HPARAMS = {'aggregation': 'mean'}
+
+
 @dataclasses.dataclass(frozen=True)
 class SelectionContext:
   """What a formula may read besides the pool statistics."""
@@ -39,9 +43,21 @@ class Formula:
   name: str
   fn: Callable
   greedy: bool = False
-  reads: tuple[str, ...] = ('pred_iou',)  # PoolStats fields, checked finite first
+  # The statistics read (tile_stats.py): scoring computes these and only
+  # these, and checks them finite first. '{aggregation}' (or any other
+  # hparam in braces) is filled from the run's hparams: 'entropy/{aggregation}'.
+  reads: tuple[str, ...] = ('pred_iou',)
   needs_reference: bool = False  # wants ctx.reference_embedding filled
   needs_mc: bool = False  # wants MC-dropout statistics ('bald/*', 'mc_variance/*')
+
+  def stat_names(self, hparams: dict[str, Any]) -> tuple[str, ...]:
+    """``reads`` with the hparams filled in."""
+    hparams = {**DEFAULT_HPARAMS, **hparams}
+    try:
+      return tuple(r.format_map(hparams) for r in self.reads)
+    except (KeyError, ValueError) as e:
+      raise SelectionError(f'priority formula {self.name!r}: reads={self.reads} names an unknown '
+                           f'hparam ({e}); known: {sorted(hparams)}') from None
 
 
 _REGISTRY: dict[str, Formula] = {}

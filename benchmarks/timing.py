@@ -1,0 +1,56 @@
+"""How the benchmarks time, count FLOPs and read memory: one definition each,
+so that the two sides of every comparison are measured the same way."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from typing import Callable
+
+import jax
+
+# 2 cores x 2.45 GHz x 32 fp32 flop/cycle (two 8-wide AVX2 FMA units) on
+# the reference machine; pass --peak_gflops for another CPU.
+REFERENCE_PEAK_GFLOPS = 2 * 2.45 * 32
+
+
+def interleaved_best(sides: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+  """Best wall time (s) of ``repeats`` calls of each side, the sides taking
+  turns, so that a slow spell of the machine hits both rather than one."""
+  best = {name: float('inf') for name in sides}
+  for _ in range(repeats):
+    for name, fn in sides.items():
+      start = time.perf_counter()
+      fn()
+      best[name] = min(best[name], time.perf_counter() - start)
+  return best
+
+
+def compiled_flops(jitted, *args) -> float:
+  """FLOPs of one call, from XLA's cost analysis of the compiled program."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jaxlibs: one dict per program
+    cost = cost[0]
+  return float(cost.get('flops', float('nan'))) if cost else float('nan')
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_line() -> str:
+  import platform  # noqa: PLC0415
+
+  return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, '
+          f'jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}')
+
+
+def torch_or_none():
+  """The torch module, or None when the optional baseline is not installed."""
+  try:
+    import torch  # noqa: PLC0415
+  except ImportError:
+    print('PyTorch not installed: no eager baseline (pip install -e ".[bench]", i.e. torch==2.13.0)')
+    return None
+  return torch

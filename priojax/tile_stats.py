@@ -1,0 +1,108 @@
+"""What one tile maps to for scoring: the catalogue of per-tile statistics.
+
+A priority formula declares the statistics it reads (``reads=`` in
+``priority.register``); scoring computes those and nothing else. The set is
+static: it is fixed before tracing, so the compiled scoring function of the
+``iou`` formula holds the U-Net and the IoU head only, with no MC-dropout
+passes, no BADGE embedding and no pixel-score aggregations.
+
+The statistics, for a tile with predicted building probabilities p:
+
+* ``pred_iou``: the IoU head's estimate of IoU(thresholded prediction, truth);
+* ``pred_loss``: the Learning-Loss head's predicted segmentation loss;
+* ``entropy``: mean pixel entropy H(p) (nats), the same as ``entropy/mean``;
+* ``fg_fraction``: fraction of pixels with p above the threshold;
+* ``embedding``: mean-pooled bottleneck features (at most ``embed_dim``);
+* ``badge``: BADGE gradient embedding (BCE at the pseudo-label, gradient
+  w.r.t. the 1x1 output layer's weights and bias, pooled over pixels);
+* ``<map>/<aggregation>``: a pixel map (entropy, margin, least_confidence;
+  with MC dropout bald, mc_variance; see uncertainty.py) aggregated over the
+  tile by mean, topq or region.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import jax
+import jax.numpy as jnp
+
+from priojax import uncertainty
+from priojax.errors import ConfigError
+from priojax.models import iou_head
+from priojax.networks import Networks
+
+SCALARS = ('pred_iou', 'pred_loss', 'entropy', 'fg_fraction', 'embedding', 'badge')
+MAP_STATS = tuple(f'{m}/{a}' for m in uncertainty.MAPS for a in uncertainty.AGGREGATIONS)
+MC_STATS = tuple(f'{m}/{a}' for m in uncertainty.MC_MAPS for a in uncertainty.AGGREGATIONS)
+ALL = SCALARS + MAP_STATS + MC_STATS
+# What every round records about its picks (their predicted IoU), whatever
+# the formula reads.
+ALWAYS = ('pred_iou',)
+
+
+def needs_mc(names: Iterable[str]) -> bool:
+  return any(n in MC_STATS for n in names)
+
+
+def check_names(names: Iterable[str], what: str) -> tuple[str, ...]:
+  """The sorted, de-duplicated statistics; an unknown name is one clear error."""
+  names = tuple(sorted(set(names)))
+  unknown = [n for n in names if n not in ALL]
+  if unknown:
+    raise ConfigError(f'{what}: unknown statistic(s) {unknown}; scoring computes {", ".join(ALL)}')
+  return names
+
+
+def tile_stats(networks: Networks, params: dict, image: jnp.ndarray, tile_id: jnp.ndarray,
+               key: jax.Array, *, names: tuple[str, ...], mc_passes: int = 0) -> dict:
+  """The statistics ``names`` of one uint8 tile, and only those.
+
+  ``key`` drives MC dropout; each tile folds in its id, so a tile's passes do
+  not depend on the batch it was scored in.
+  """
+  wanted = set(names)
+  logits, aux = networks.unet_forward(params, image)
+  out = {}
+  if wanted & {'pred_iou', 'pred_loss'}:
+    feats = iou_head.head_inputs(logits, aux, networks.embed_dim)
+    if 'pred_iou' in wanted:
+      out['pred_iou'] = networks.head.apply({'params': params['head']}, feats)
+    if 'pred_loss' in wanted:
+      out['pred_loss'] = networks.loss_head.apply({'params': params['loss_head']}, feats)
+  probs = jax.nn.sigmoid(logits)
+  if 'fg_fraction' in wanted:
+    out['fg_fraction'] = jnp.mean((probs > networks.threshold).astype(jnp.float32))
+  if 'embedding' in wanted:
+    out['embedding'] = iou_head.pooled_embedding(aux['bottleneck'], networks.embed_dim)
+  if 'badge' in wanted:
+    fine = aux['decoder'][-1].astype(jnp.float32)
+    residual = probs - (probs > networks.threshold)
+    out['badge'] = jnp.concatenate([jnp.mean(residual[..., None] * fine, axis=(0, 1)),
+                                    residual.mean()[None]])
+  map_names = {n.split('/')[0] for n in wanted if '/' in n} | ({'entropy'} if 'entropy' in wanted else set())
+  maps = uncertainty.pixel_maps(probs, map_names & set(uncertainty.MAPS))
+  if map_names & set(uncertainty.MC_MAPS):
+    if mc_passes < 1:
+      raise ConfigError(f'statistics {sorted(n for n in wanted if n in MC_STATS)} need MC-dropout '
+                        'passes; expected config.priority.mc_passes >= 1')
+    # T stochastic passes, vmapped: one traced computation, not a loop.
+    keys = jax.random.split(jax.random.fold_in(key, tile_id), mc_passes)
+    probs_t = jax.vmap(lambda k: jax.nn.sigmoid(networks.unet_forward(params, image, rng=k)[0]))(keys)
+    maps.update(uncertainty.mc_maps(probs_t))
+  if 'entropy' in wanted:
+    out['entropy'] = jnp.mean(maps['entropy'])
+  for name in wanted:
+    if '/' in name:
+      kind, agg = name.split('/')
+      out[name] = uncertainty.aggregate(maps[kind], agg, networks.top_q, networks.region)
+  return out
+
+
+def for_formula(formula, hparams: dict) -> tuple[str, ...]:
+  """What a run scores for ``formula``: what it reads, the picks' predicted
+  IoU, and the embedding when it measures distances to a reference set."""
+  names = set(ALWAYS) | set(formula.stat_names(hparams))
+  if formula.needs_reference:
+    names.add('embedding')
+  return check_names(names, f'priority formula {formula.name!r} reads')
