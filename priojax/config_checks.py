@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from priojax import priority
+from priojax import priority, tile_stats
 from priojax.errors import ConfigError, WorkdirError
 from priojax.state import Workdir, atomic_write_json
 from priojax.uncertainty import AGGREGATIONS
@@ -57,6 +57,8 @@ def check_config(config) -> None:
   _fraction(config, 'priority.top_q')
   _int(config, 'priority.region', lo=1)
   formula = priority.get(config.priority.name)
+  # What scoring will compute: an unknown statistic in reads=... fails here.
+  tile_stats.for_formula(formula, {'aggregation': config.priority.aggregation})
   if formula.needs_mc:
     _int(config, 'priority.mc_passes', lo=2)
     _need(config.model.dropout > 0, 'model.dropout',

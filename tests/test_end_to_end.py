@@ -154,3 +154,25 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, smoke_
   history = loop.run(changed, workdir)
   assert [r['round'] for r in history] == [0, 1]
   assert json.loads((tmp_path / 'w' / 'config.json').read_text())['finetune']['learning_rate'] == 0.5
+
+
+def test_a_run_started_with_conv_transpose_upsampling_resumes_with_depth_to_space(tmp_path, smoke_config):
+  """Both upsampling forms share one parameter tree and map: a workdir from
+  before the depth-to-space default (or with 'conv_transpose' set) resumes."""
+  old = smoke_config.copy_and_resolve_references()
+  old.model.upsample = 'conv_transpose'
+  old.rounds.num_rounds = 0
+  first = loop.run(old, str(tmp_path / 'w'))
+  new = smoke_config.copy_and_resolve_references()
+  assert new.model.upsample == 'depth_to_space'
+  history = loop.run(new, str(tmp_path / 'w'))
+  assert history[0] == first[0] and history[1]['labels'] == new.rounds.k
+  # The round-0 model scores the same either way.
+  exp_old = loop.Experiment(old, loop.Workdir(tmp_path / 'w'))
+  exp_new = loop.Experiment(new, loop.Workdir(tmp_path / 'w'))
+  state, _ = exp_new.ckpts.restore(0, exp_new.template())
+  a = exp_old.scorer.score(state.params, exp_old.data['target_test'])
+  b = exp_new.scorer.score(state.params, exp_new.data['target_test'])
+  np.testing.assert_allclose(a.pred_iou, b.pred_iou, atol=1e-5)
+  exp_old.ckpts.close()
+  exp_new.ckpts.close()
