@@ -60,7 +60,7 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed passes per side (best is re
 _RSS_ONLY = flags.DEFINE_integer('rss_only', 0, 'Internal: score a pool of this size, print peak RSS.')
 _RSS_POOLS = flags.DEFINE_list('rss_pools', ['2000', '20000'], 'Pool sizes for the peak-RSS check.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '~/.cache/priojax/tensorflow_datasets', 'TFDS data dir.')
-_QUICK = flags.DEFINE_bool('quick', False, 'A smaller pool, fewer passes: under 2 minutes.')
+_QUICK = flags.DEFINE_bool('quick', False, 'Pool 256, 2 passes, RSS pools 1k/10k: under 2 minutes.')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also time the eager PyTorch baseline.')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'XLA CPU devices (0: one per core).')
 _XLA_ELTWISE = flags.DEFINE_bool('xla_eltwise_fusion', False,
@@ -177,11 +177,11 @@ def bench_family(family: str, mesh, torch, pool: TileSource, images: np.ndarray)
   row.update({f'{k}_e2e': len(pool) / t for k, t in best.items()})
   if family == 'iou':
     row.update({f'{k}_model': v for k, v in model_only(net, scorer, torch, params, images).items()})
-  flops = timing.compiled_flops(
+  flops = timing.program_flops(
       scorer._stats, mesh_lib.replicate(mesh, params),
       mesh_lib.shard_batch(mesh, images[:scorer.batch_size]),
       mesh_lib.shard_batch(mesh, np.arange(scorer.batch_size, dtype=np.uint32)), jax.random.key(0))
-  row['gflop_per_tile'] = flops * mesh.devices.size / scorer.batch_size / 1e9
+  row['gflop_per_tile'] = flops / scorer.batch_size / 1e9
   return row
 
 
@@ -216,9 +216,10 @@ def main(argv):
     return
   if _XLA_ELTWISE.value:
     compile_cache.CPU_COMPILER_OPTIONS['xla_cpu_experimental_ynn_fusion_type'] = ELTWISE
-  pool_size, repeats = (512, 2) if _QUICK.value else (_POOL.value, _REPEATS.value)
-  if _QUICK.value:
+  pool_size, repeats = (256, 2) if _QUICK.value else (_POOL.value, _REPEATS.value)
+  if _QUICK.value:  # the same table from a smaller pool; the RSS pools 1k and 10k
     flags.FLAGS.repeats = repeats
+    flags.FLAGS.rss_pools = ['1000', '10000']
   torch = timing.torch_or_none() if _TORCH.value else None
   mesh = mesh_lib.make_mesh()
   print(timing.machine_line())

@@ -27,9 +27,11 @@ def interleaved_best(sides: dict[str, Callable[[], None]], repeats: int) -> dict
   return best
 
 
-def compiled_flops(jitted, *args) -> float:
-  """FLOPs of one call, from XLA's cost analysis of the compiled program."""
-  cost = jitted.lower(*args).compile().cost_analysis()
+def program_flops(jitted, *args) -> float:
+  """FLOPs of one call over all devices, from XLA's cost analysis of the
+  program before it is split over the devices (the compiled, partitioned
+  program counts one device's share); nothing is compiled."""
+  cost = jitted.lower(*args).cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jaxlibs: one dict per program
     cost = cost[0]
   return float(cost.get('flops', float('nan'))) if cost else float('nan')

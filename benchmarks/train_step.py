@@ -66,9 +66,8 @@ class PriojaxSide:
     self.batch = mesh_lib.shard_batch(self.mesh, (images, masks))
 
   def flops(self) -> float:
-    """Of one step over all devices (XLA's cost analysis counts one device's share)."""
-    return self.mesh.devices.size * timing.compiled_flops(self.trainer.seg_step, self.state, *self.batch,
-                                                          self.key, np.float32(LEARNING_RATE))
+    return timing.program_flops(self.trainer.seg_step, self.state, *self.batch, self.key,
+                                np.float32(LEARNING_RATE))
 
   def run(self, steps: int) -> None:
     for _ in range(steps):
