@@ -45,9 +45,9 @@ from priojax import mesh as mesh_lib
 from priojax import priority, tile_stats
 from priojax.data import builders
 from priojax.data.pool import TileSource
-from priojax.models.iou_head import IoUHead
+from priojax.models.heads import iou_head
 from priojax.models.unet import UNet, preprocess
-from priojax.networks import Networks
+from priojax.models.networks import Networks
 from priojax.scoring import Scorer
 
 _TILE = flags.DEFINE_integer('tile_size', 64, 'Tile side in pixels.')
@@ -89,10 +89,10 @@ class SyntheticPool:
 def family_scorer(family: str, mesh) -> tuple[Networks, Scorer]:
   """The networks and scorer a run of ``family``'s formula builds."""
   dropout = 0.1 if family == 'bald' else 0.0
-  net = Networks(UNet(depth=_DEPTH.value, width=_WIDTH.value, dropout=dropout), IoUHead())
+  net = Networks(UNet(depth=_DEPTH.value, width=_WIDTH.value, dropout=dropout), iou_head())
   formula = priority.get(family)
   stats = tile_stats.for_formula(formula, {'aggregation': 'mean'})
-  return net, Scorer(net, mesh, _BATCH.value, mc_passes=_MC.value if formula.needs_mc else 0, stats=stats)
+  return net, Scorer(net, mesh, _BATCH.value, tile_stats.StatsSpec.of(stats, mc_passes=_MC.value))
 
 
 class TorchScorer:
@@ -164,8 +164,8 @@ def bench_family(family: str, mesh, torch, pool: TileSource, images: np.ndarray)
   net, scorer = family_scorer(family, mesh)
   params = net.init(jax.random.key(0), _TILE.value)
   row = {'family': family, 'stats': ', '.join(scorer.stat_names), 'tiles': len(pool)}
-  ours = scorer.score(params, pool)  # compile + warm-up
-  sides = {'priojax': lambda: scorer.score(params, pool)}
+  ours = scorer.score(params, pool, key=jax.random.key(0))  # compile + warm-up
+  sides = {'priojax': lambda: scorer.score(params, pool, key=jax.random.key(0))}
   if torch is not None:
     theirs = TorchScorer(torch, params, family)
     head = pool.read(np.arange(min(len(pool), scorer.batch_size)))
@@ -190,7 +190,7 @@ def rss_of_one_pool(n: int) -> None:
   mesh = mesh_lib.make_mesh()
   net, scorer = family_scorer('iou', mesh)
   params = net.init(jax.random.key(0), _TILE.value)
-  stats = scorer.score(params, TileSource(SyntheticPool(n, _TILE.value), f'synthetic{n}'))
+  stats = scorer.score(params, TileSource(SyntheticPool(n, _TILE.value), f"synthetic{n}"), key=jax.random.key(0))
   assert len(stats) == n
   print(f'RSS_MIB {timing.peak_rss_mib():.1f}')
 

@@ -7,7 +7,7 @@ compute the same numbers: ``TorchUNet`` is ``priojax.models.unet.UNet``
 (GroupNorm, dropout in the bottleneck and decoder, 2x2 stride-2 transposed
 convolutions for the upsampling, whose map ``Upsample2x`` reproduces),
 ``TorchIoUHead`` is ``IoUHead``, ``head_inputs`` is
-``priojax.models.iou_head.head_inputs`` and ``segmentation_loss`` is
+``priojax.models.head_features.head_inputs`` and ``segmentation_loss`` is
 ``priojax.train_losses.segmentation_loss``.
 """
 

@@ -25,9 +25,9 @@ from absl import app, flags
 
 import timing
 from priojax import mesh as mesh_lib
-from priojax.models.iou_head import IoUHead
+from priojax.models.heads import iou_head
 from priojax.models.unet import UNet, preprocess
-from priojax.networks import Networks
+from priojax.models.networks import Networks
 from priojax.train import Trainer
 from priojax.train_losses import segmentation_loss
 
@@ -55,7 +55,7 @@ def make_batch(rng: np.random.Generator, n: int, size: int):
 
 class PriojaxSide:
   def __init__(self, width: int):
-    self.net = Networks(UNet(depth=_DEPTH.value, width=width, upsample=_UPSAMPLE.value), IoUHead())
+    self.net = Networks(UNet(depth=_DEPTH.value, width=width, upsample=_UPSAMPLE.value), iou_head())
     self.params = self.net.init(jax.random.key(0), _TILE.value)
     self.mesh = mesh_lib.make_mesh()
     self.trainer = Trainer(self.net, self.mesh, weight_decay=WEIGHT_DECAY, clip_norm=CLIP_NORM)

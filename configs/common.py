@@ -7,7 +7,7 @@ and sets ``priority.name``. The argument is a comma-separated list of:
   handful of steps): what the end-to-end tests run;
 * ``geotiff``: run on your own GeoTIFF scenes instead of the embedded
   benchmark; give the manifest with ``--config.data.manifest=path.yaml``
-  (format in priojax/data/manifest.py and the README).
+  (format in priojax/geo/manifest.py and the README).
 """
 
 import ml_collections

@@ -12,9 +12,8 @@ Sized to finish in about an hour on 2 CPU cores; ``smoke`` in about a minute.
 import ml_collections
 
 from configs import common
+from priojax import priority
 
-STRATEGIES = ('random', 'entropy', 'margin', 'least_confidence', 'bald', 'mc_variance', 'coreset',
-              'badge', 'learning_loss', 'iou', 'iou_diversity', 'iou_density')
 
 
 def get_config(arg=None):
@@ -30,7 +29,7 @@ def get_config(arg=None):
     base.priority.update(mc_passes=6)
   c = ml_collections.ConfigDict()
   c.base = base
-  c.strategies = list(STRATEGIES)
+  c.strategies = list(priority.BUILTIN)  # every strategy priojax ships
   c.seeds = [0] if smoke else [0, 1, 2]
   c.reference = True  # also fine-tune on the whole labelled pool
   return c

@@ -19,7 +19,6 @@ _CPU_DEVICES = flags.DEFINE_integer(
     '(0: one per core; batches are rounded up to a multiple of the device count).')
 
 
-_ORBAX_WORKER = 'orbax/checkpoint/_src/futures/future.py'
 
 
 # After a failed orbax save (a full disk), tensorstore's callbacks still fire
@@ -40,6 +39,13 @@ def _orbax_leftover(record: std_logging.LogRecord) -> bool:
           and 'orbax' in record.getMessage())
 
 
+def _orbax_thread_error(record: std_logging.LogRecord, path: str) -> bool:
+  """An error orbax logs from one of its worker threads (a failed save's
+  traceback): the main thread raises the same failure, which we report."""
+  return ('/orbax/checkpoint/' in path and record.levelno >= std_logging.ERROR
+          and record.threadName != 'MainThread')
+
+
 class _OwnInfoOnly(std_logging.Filter):
   """Orbax, TFDS and JAX log through absl too; their INFO lines would bury
   the per-round progress. Keep our INFO and everyone's warnings."""
@@ -51,7 +57,7 @@ class _OwnInfoOnly(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     path = record.pathname.replace('\\', '/')
-    if path.endswith(_ORBAX_WORKER) or _orbax_leftover(record):
+    if _orbax_thread_error(record, path) or _orbax_leftover(record):
       return False  # a failed save's traceback from orbax's thread; we report the error itself
     if record.levelno >= std_logging.WARNING:
       return not str(record.msg).startswith(self._NOISE)
@@ -65,9 +71,10 @@ def setup_runtime() -> None:
   import jax  # noqa: PLC0415
   import tensorflow_datasets as tfds  # noqa: PLC0415  (only launchers want this)
 
-  from priojax import mesh  # noqa: PLC0415
+  from priojax import faults, mesh  # noqa: PLC0415
 
   mesh.use_cpu_devices(_CPU_DEVICES.value)  # before anything starts JAX's backends
+  faults.install()  # PRIOJAX_CRASH_AT, for the kill tests
   if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser('~/.cache/priojax/xla'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

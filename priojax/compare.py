@@ -35,15 +35,16 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from priojax import loop  # noqa: E402
+from priojax.config_checks import set_field  # noqa: E402
 from priojax.errors import ConfigError  # noqa: E402
-from priojax.state import Workdir, atomic_write_text  # noqa: E402
+from priojax.atomic_io import atomic_path, atomic_write_text  # noqa: E402
+from priojax.workdir import Workdir  # noqa: E402
 
 
 def _run(base, workdir: pathlib.Path, **overrides) -> list[dict]:
   config = base.copy_and_resolve_references()
   for dotted, value in overrides.items():
-    section, _, name = dotted.rpartition('.')
-    (config[section] if section else config)[name] = value
+    set_field(config, dotted, value)
   workdir.parent.mkdir(parents=True, exist_ok=True)
   return loop.run(config, str(workdir))
 
@@ -160,7 +161,6 @@ def plot(rows: list[dict], reference_iou: float, path: pathlib.Path) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  tmp = path.with_name(f'.{path.name}.tmp.png')
-  fig.savefig(tmp, dpi=110)
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=110, format='png')
   plt.close(fig)
-  tmp.replace(path)

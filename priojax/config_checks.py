@@ -1,17 +1,30 @@
 """Checks a run config before anything is computed: one line per problem,
-naming the field, what was expected and what was given."""
+naming the field, what was expected and what was given. Also: reading and
+writing a config field by its dotted path, and comparing the config of a
+resumed workdir with the one it started with."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from priojax import priority, tile_stats
 from priojax.errors import ConfigError, WorkdirError
-from priojax.state import Workdir, atomic_write_json
-from priojax.uncertainty import AGGREGATIONS
 from priojax.models.unet import NORMS, UPSAMPLES
+from priojax.uncertainty import AGGREGATIONS
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def get_field(config, dotted: str) -> Any:
+  node = config
+  for name in dotted.split('.'):
+    node = node[name]
+  return node
+
+
+def set_field(config, dotted: str, value: Any) -> None:
+  section, _, name = dotted.rpartition('.')
+  (get_field(config, section) if section else config)[name] = value
 
 
 def _need(cond: bool, field: str, expected: str, value) -> None:
@@ -19,43 +32,48 @@ def _need(cond: bool, field: str, expected: str, value) -> None:
     raise ConfigError(f'config.{field}: expected {expected}, got {value!r}')
 
 
-def _int(config, field: str, lo: int = 0):
-  section, _, name = field.rpartition('.')
-  value = config[section][name] if section else config[name]
-  _need(isinstance(value, int) and not isinstance(value, bool) and value >= lo, field,
-        f'an integer >= {lo}', value)
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _fraction(config, field: str, hi_open: bool = True):
-  section, _, name = field.split('.')[0], None, field.split('.')[1]
-  value = config[section][name]
-  ok = isinstance(value, (int, float)) and 0.0 <= value and (value < 1.0 if hi_open else value <= 1.0)
-  _need(ok, field, 'a number in [0, 1)' if hi_open else 'a number in [0, 1]', value)
+def _int(config, field: str, lo: int = 0) -> None:
+  value = get_field(config, field)
+  _need(_number(value) and isinstance(value, int) and value >= lo, field, f'an integer >= {lo}', value)
 
 
-def _positive(config, field: str):
-  section, name = field.split('.')
-  value = config[section][name]
-  _need(isinstance(value, (int, float)) and value > 0, field, 'a positive number', value)
+def _fraction(config, field: str) -> None:
+  value = get_field(config, field)
+  _need(_number(value) and 0.0 <= value < 1.0, field, 'a number in [0, 1)', value)
+
+
+def _positive(config, field: str) -> None:
+  value = get_field(config, field)
+  _need(_number(value) and value > 0, field, 'a positive number', value)
+
+
+def check_budget(config, pool_size: int, where: str) -> None:
+  """The label budget fits the target pool (known before loading the data
+  for the benchmark, after it for GeoTIFF scenes)."""
+  budget = config.rounds.k * config.rounds.num_rounds
+  if budget > pool_size:
+    raise ConfigError(f'config.rounds: k={config.rounds.k} x num_rounds={config.rounds.num_rounds} '
+                      f'= {budget} labels exceeds the {pool_size} tiles of the target pool of {where}')
 
 
 def check_config(config) -> None:
   for field in ('data.tile_size', 'model.depth', 'model.width', 'pretrain.batch_size',
                 'finetune.batch_size', 'head.batch_size', 'scoring.batch_size', 'model.embed_dim',
-                'model.head_hidden'):
+                'model.head_hidden', 'priority.region'):
     _int(config, field, lo=1)
   for field in ('pretrain.steps', 'pretrain.head_steps', 'finetune.steps', 'head.steps',
                 'rounds.num_rounds', 'rounds.k', 'priority.source_reference', 'seed'):
     _int(config, field, lo=0)
   for field in ('pretrain.learning_rate', 'finetune.learning_rate', 'head.learning_rate'):
     _positive(config, field)
-  _fraction(config, 'finetune.source_replay')
-  _fraction(config, 'head.holdout_fraction')
-  _fraction(config, 'model.dropout')
+  for field in ('finetune.source_replay', 'head.holdout_fraction', 'model.dropout', 'priority.top_q'):
+    _fraction(config, field)
   _need(config.priority.aggregation in AGGREGATIONS, 'priority.aggregation', f'one of {AGGREGATIONS}',
         config.priority.aggregation)
-  _fraction(config, 'priority.top_q')
-  _int(config, 'priority.region', lo=1)
   formula = priority.get(config.priority.name)
   # What scoring will compute: an unknown statistic in reads=... fails here.
   tile_stats.for_formula(formula, {'aggregation': config.priority.aggregation})
@@ -76,11 +94,11 @@ def check_config(config) -> None:
     _fraction(config, 'data.source_val_fraction')
   size, depth = config.data.tile_size, config.model.depth
   _need(size % (2**depth) == 0, 'data.tile_size', f'a multiple of 2**model.depth = {2**depth}', size)
-  budget = config.rounds.k * config.rounds.num_rounds
-  pool = config.data.num_target_pool
-  if config.data.kind == 'crisis_bench' and budget > pool:
-    raise ConfigError(f'config.rounds: k={config.rounds.k} x num_rounds={config.rounds.num_rounds} '
-                      f'= {budget} labels exceeds the {pool} tiles of the target pool')
+  _need(size % config.priority.region == 0, 'priority.region',
+        f'a divisor of data.tile_size = {size} (the side of the regions a tile is cut into)',
+        config.priority.region)
+  if config.data.kind == 'crisis_bench':
+    check_budget(config, config.data.num_target_pool, 'the benchmark')
 
 
 # Fields that may change between starts of one run: extending it, moving the
@@ -100,21 +118,17 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
   return out
 
 
-def check_same_config(wd: Workdir, config: dict) -> list[str]:
-  """A resumed run must use the config it started with (or say it may not);
-  returns the fields that changed, beyond those that may always change."""
-  if wd.config.exists():
-    old, new = _flatten(json.loads(wd.config.read_text())), _flatten(config)
-    changed = sorted(k for k in old.keys() | new.keys()
-                     if old.get(k) != new.get(k) and k not in _MAY_CHANGE)
-    if changed and not config.get('allow_config_change', False):
-      shown = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed[:6])
-      raise WorkdirError(f'workdir {wd.path} was started with another config ({shown}'
-                         f'{" ..." if len(changed) > 6 else ""}); rerun with the same config, '
-                         'or pass --config.allow_config_change=True to continue anyway')
-    if old == new:
-      return []
-    atomic_write_json(wd.config, config)
-    return changed
-  atomic_write_json(wd.config, config)
-  return []
+def check_same_config(old: dict | None, new: dict, workdir) -> list[str]:
+  """A resumed run must use the config it started with (``old``; None on a
+  first start), or say it may not; returns the fields that changed, beyond
+  those that may always change."""
+  if old is None:
+    return []
+  old, flat = _flatten(old), _flatten(new)
+  changed = sorted(k for k in old.keys() | flat.keys() if old.get(k) != flat.get(k) and k not in _MAY_CHANGE)
+  if changed and not new.get('allow_config_change', False):
+    shown = ', '.join(f'{k}: {old.get(k)!r} -> {flat.get(k)!r}' for k in changed[:6])
+    raise WorkdirError(f'workdir {workdir} was started with another config ({shown}'
+                       f'{" ..." if len(changed) > 6 else ""}); rerun with the same config, '
+                       'or pass --config.allow_config_change=True to continue anyway')
+  return changed

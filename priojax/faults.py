@@ -1,89 +1,53 @@
-"""Named crash points, for testing that a killed run resumes exactly.
+"""Crash injection at the run's named points (hooks.py), for the kill tests.
 
 Set ``PRIOJAX_CRASH_AT=<point>:<round>`` (e.g. ``selected:2``) and the
-process SIGKILLs itself when the loop reaches that point of that round: no
-cleanup, no flushing, as in a pre-emption. Points, in the order a round
-reaches them:
-
-=====================  ====================================================
-``scoring``            mid-scoring: after the pool's second batch
-``scored``             pool statistics persisted
-``selected``           selection persisted (and exported, for GeoTIFF runs)
-``labelled``           the round's labels persisted in its ledger entries
-``fine_tuning``        mid-fine-tuning: after half of the U-Net steps
-``unet_trained``       U-Net fine-tuned, heads not yet refitted
-``fine_tuned``         fine-tuned train state persisted
-``evaluated``          the round's metrics record persisted
-``checkpoint_writing`` orbax checkpoint fully written to its temporary
-                       folder, not yet renamed into place
-``committed``          checkpoint committed, metrics.jsonl not yet written
-``metrics_written``    metrics.jsonl line appended, round folder not removed
-=====================  ====================================================
-
-Unset, each point costs one dict lookup.
+process SIGKILLs itself when a round's run reaches that point: no cleanup,
+no flushing, as in a pre-emption. The two points inside a long step die part
+way: ``scoring`` after the pool's second batch, ``fine_tuning`` after half of
+the U-Net's steps. ``install()`` (called by ``loop.run``) adds the hook only
+when the variable is set.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-from typing import Callable, Iterator
+from typing import Any
+
+from priojax import hooks
 
 ENV = 'PRIOJAX_CRASH_AT'
-POINTS = ('scoring', 'scored', 'selected', 'labelled', 'fine_tuning', 'unet_trained', 'fine_tuned',
-          'evaluated', 'checkpoint_writing', 'committed', 'metrics_written')
 
 
-def armed(point: str, round_index: int) -> bool:
+def _armed() -> tuple[str, int] | None:
   spec = os.environ.get(ENV)
   if not spec:
-    return False
-  name, _, when = spec.partition(':')
-  if name not in POINTS:
-    raise ValueError(f'{ENV}={spec!r}: unknown crash point {name!r}; expected one of {POINTS}')
-  return name == point and int(when or 0) == round_index
-
-
-def _die() -> None:
-  os.kill(os.getpid(), signal.SIGKILL)
-
-
-def crash_point(point: str, round_index: int) -> None:
-  if armed(point, round_index):
-    _die()
-
-
-def on_step(point: str, round_index: int, at: int) -> Callable[[int], None] | None:
-  """A per-step callback (for the scorer's batches or the trainer's steps)
-  that dies once step ``at`` is done; None when this point is not armed."""
-  if not armed(point, round_index):
     return None
-
-  def callback(step: int) -> None:
-    if step >= at:
-      _die()
-
-  return callback
+  name, _, when = spec.partition(':')
+  if name not in hooks.POINTS:
+    raise ValueError(f'{ENV}={spec!r}: unknown crash point {name!r}; expected one of {hooks.POINTS}')
+  return name, int(when or 0)
 
 
-@contextlib.contextmanager
-def inside_checkpoint_write(round_index: int) -> Iterator[None]:
-  """Dies inside orbax's save, between writing the checkpoint into its
-  temporary folder and renaming that folder to its final name."""
-  if not armed('checkpoint_writing', round_index):
-    yield
-    return
-  from orbax.checkpoint._src.path import atomicity  # noqa: PLC0415  (only when armed)
+def _reached(info: dict[str, Any]) -> bool:
+  """Whether a point inside a long step is far enough along to die."""
+  if 'batch' in info:
+    return info['batch'] >= 2
+  if 'step' in info:
+    return info['step'] >= max(1, info['steps'] // 2)
+  return True
 
-  original = atomicity.AtomicRenameTemporaryPath.finalize
 
-  async def finalize(self, *args, **kwargs):
-    del self, args, kwargs
-    _die()
+def _crash(name: str, info: dict[str, Any]) -> None:
+  armed = _armed()
+  if armed == (name, info.get('round')) and _reached(info):
+    os.kill(os.getpid(), signal.SIGKILL)
 
-  atomicity.AtomicRenameTemporaryPath.finalize = finalize
-  try:
-    yield
-  finally:
-    atomicity.AtomicRenameTemporaryPath.finalize = original
+
+def install() -> None:
+  """Adds the crash hook when ``PRIOJAX_CRASH_AT`` is set (checked now, so
+  a misspelt point is an error before the run starts)."""
+  if _armed() is not None:
+    hooks.add(_crash)
+  else:
+    hooks.remove(_crash)

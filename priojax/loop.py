@@ -1,17 +1,19 @@
 """``run(config, workdir)``: pretrain, then rounds of prioritised fine-tuning.
 
-One round::
+One round, as persisted steps (round_steps.py)::
 
-  score pool -> priority formula -> select k -> oracle reveals masks
-  -> fine-tune the U-Net -> refit the IoU head -> evaluate on target test
-  -> orbax checkpoint (the round is now done) -> metrics.jsonl + TensorBoard
+  scored      score the pool (the statistics the formula reads)
+  selected    priority formula -> k tiles (GeoTIFF runs: exported for annotators)
+  labelled    the oracle (or the annotators' import) reveals their masks -> ledger entries
+  fine_tuned  fine-tune the U-Net on the labels, refit the IoU and loss heads
+  evaluated   metrics on the target test split
+  then        orbax checkpoint with ledger and history (the round is now done)
+              -> metrics.jsonl + TensorBoard -> learning curve
 
 Round 0 is the pretrained source model, evaluated on the target before any
-target label. Each later round runs as a persisted state machine
-(round_state.py: scored -> selected -> labelled -> fine_tuned -> evaluated),
-committed by its orbax checkpoint. A restart with the same workdir resumes
-after the last committed round, skips the steps of the next round that were
-finished and redoes the first unfinished one exactly (every key is
+target label. A restart with the same workdir resumes after the last
+committed round, skips the steps of the next round that were finished and
+redoes the first unfinished one exactly (every key is
 ``fold_in(seed, round, purpose)``).
 """
 
@@ -26,33 +28,36 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from priojax import export, faults, priority, rngs, round_state, selection, tile_metrics, tile_stats
-from priojax.config_checks import check_config, check_same_config
-from priojax.data import builders, geo_builder, synthetic
-from priojax.data.manifest import load_manifest
+from priojax import hooks, ledger, priority, rngs, round_steps, selection, tile_metrics, tile_stats
+from priojax.atomic_io import atomic_write_json, disk_errors
+from priojax.checkpoints import RoundCheckpoints
+from priojax.config_checks import check_budget, check_config, check_same_config
+from priojax.data import builders, synthetic
 from priojax.data.pool import TileSource
-from priojax.errors import ConfigError, DataError, WorkdirError
+from priojax.errors import DataError, WorkdirError
+from priojax.geo import builder as geo_builder
+from priojax.geo import export
+from priojax.geo.annotations import AwaitingLabels, HumanOracle
+from priojax.geo.manifest import load_manifest
 from priojax.mesh import make_mesh
-from priojax.models.iou_head import IoUHead
+from priojax.models import heads
+from priojax.models.networks import Networks
 from priojax.models.unet import UNet
-from priojax.annotations import AwaitingLabels, HumanOracle
-from priojax.oracle import BenchmarkOracle, LedgerEntry, is_calibration, mask_hash, verify_labels
+from priojax.oracle import BenchmarkOracle
 from priojax.report import MetricsWriter, check_record, plot_learning_curve
-from priojax.networks import Networks
-from priojax.scoring import Scorer
-from priojax.state import RoundCheckpoints, Workdir, disk_errors
+from priojax.scoring import PoolStats, Scorer
 from priojax.train import HeadLoss, Trainer
+from priojax.workdir import Workdir
+
+ROUND_STEPS = ('scored', 'selected', 'labelled', 'fine_tuned', 'evaluated')
 
 
 def build_networks(config) -> Networks:
   m = config.model
-  dtype = jnp.dtype(m.dtype)
   return Networks(unet=UNet(depth=m.depth, width=m.width, norm=m.norm, dropout=m.dropout,
-                            upsample=m.upsample, dtype=dtype),
-                  head=IoUHead(hidden=m.head_hidden),
-                  loss_head=IoUHead(hidden=m.head_hidden, output='softplus'), embed_dim=m.embed_dim,
-                  threshold=config.eval.threshold, iou_smoothing=config.head.iou_smoothing,
-                  top_q=config.priority.top_q, region=config.priority.region)
+                            upsample=m.upsample, dtype=jnp.dtype(m.dtype)),
+                  head=heads.iou_head(m.head_hidden), loss_head=heads.loss_head(m.head_hidden),
+                  embed_dim=m.embed_dim, threshold=config.eval.threshold)
 
 
 def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
@@ -78,25 +83,52 @@ def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
   return data, meta
 
 
+def selected_store(workdir: Workdir, round_index: int, formula: str) -> round_steps.Store:
+  """The selection, and its public copy ``selected_round_<r>.json`` (written
+  first: once 'selected' is marked, both exist)."""
+  arrays = round_steps.npz_store(
+      'selection.npz',
+      lambda s: {'ids': s.ids, 'priorities': s.priorities, 'pred_iou': s.pred_iou,
+                 **({'scores': s.scores} if s.scores is not None else {})},
+      lambda a: selection.Selection(a['ids'], a['priorities'], a['pred_iou'], a.get('scores')))
+
+  def save(folder, picked):
+    atomic_write_json(workdir.selected(round_index),
+                      {'round': round_index, 'formula': formula, **picked.to_json()})
+    arrays.save(folder, picked)
+
+  return round_steps.Store(save, arrays.load, arrays.file)
+
+
+SCORES = round_steps.npz_store(
+    'scores.npz',
+    lambda v: {**{f'stat:{k}': c for k, c in v[0].columns.items()}, 'ids': v[0].ids,
+               'reference': v[1], 'seconds': np.float64(v[2])},
+    lambda a: (PoolStats(a['ids'], **{k.removeprefix('stat:'): c for k, c in a.items() if k.startswith('stat:')}),
+               a['reference'], float(a['seconds'])))
+LABELS = round_steps.json_store('labelled.json', lambda entries: [e.to_json() for e in entries],
+                                 lambda obj: [ledger.LedgerEntry(**e) for e in obj])
+RECORD = round_steps.json_store('record.json')
+
+
 class Experiment:
-  """The pieces of one run, built once; the round logic is in ``run``."""
+  """The pieces of one run, built once, and the computations of a round."""
 
   def __init__(self, config, workdir: Workdir):
     self.config = config
     self.workdir = workdir
     self.formula = priority.get(config.priority.name)
     self.data, self.geo = load_data(config)
-    budget, pool = config.rounds.k * config.rounds.num_rounds, len(self.data['target_pool'])
-    if budget > pool:
-      raise ConfigError(f'config.rounds: k={config.rounds.k} x num_rounds={config.rounds.num_rounds} '
-                        f'= {budget} labels exceeds the {pool} chips of the target pool')
+    check_budget(config, len(self.data['target_pool']),
+                 config.data.manifest if self.geo is not None else 'the benchmark')
     self.networks = build_networks(config)
     self.mesh = make_mesh()
     p = config.priority
     self.hparams = {'alpha': p.alpha, 'beta': p.beta, 'aggregation': p.aggregation}
-    mc_passes = p.mc_passes if self.formula.needs_mc else 0
-    self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size, mc_passes=mc_passes,
-                         stats=tile_stats.for_formula(self.formula, self.hparams))
+    spec = tile_stats.StatsSpec.of(tile_stats.for_formula(self.formula, self.hparams),
+                                   mc_passes=p.mc_passes, top_q=p.top_q, region=p.region)
+    self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size, spec,
+                         iou_smoothing=config.head.iou_smoothing)
     self.trainer = Trainer(self.networks, self.mesh, head_loss=HeadLoss(
         config.head.rank_weight, config.head.rank_margin, config.head.loss_rank_margin))
     self.oracle = self._make_oracle()
@@ -105,13 +137,17 @@ class Experiment:
     self.writer = MetricsWriter(workdir)
     self._pretrained_unet = None  # for finetune.init='pretrained', read once
 
+  @property
+  def title(self) -> str:
+    where = (f'GeoTIFF scenes of {pathlib.Path(self.config.data.manifest).name}'
+             if self.geo is not None else 'the crisis benchmark')
+    return f'{self.formula.name} on {where}'
+
   def _make_oracle(self):
     pool = self.data['target_pool']
-    if self.geo is not None:
-      labelled = np.concatenate([b['has_label'] for b in pool.batches(256, fields=('has_label',))])
-      if not labelled.all():
-        logging.info('target pool has unlabelled chips: human-in-the-loop mode')
-        return HumanOracle(pool, self.geo['scenes'], self.workdir)
+    if self.geo is not None and not pool.columns(('has_label',))['has_label'].all():
+      logging.info('target pool has unlabelled chips: human-in-the-loop mode')
+      return HumanOracle(pool, self.geo['scenes'], self.workdir)
     return BenchmarkOracle(pool)
 
   def initial_state(self):
@@ -126,7 +162,7 @@ class Experiment:
     shapes = self.trainer.state_shapes(rngs.round_key(self.config.seed, 0, 'init'), self.config.data.tile_size)
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), shapes)
 
-  # --- steps of a round -------------------------------------------------
+  # --- the computations of a round ----------------------------------------
 
   def fit_head(self, state, calibration_ids: list[int], round_index: int):
     """Refits the head on source-val tiles and held-out target tiles, both
@@ -150,7 +186,7 @@ class Experiment:
       scenes = [export.text(s) for s in tiles.get('scene', [])]
       names = sorted(set(scenes)) or None
       groups = np.array([names.index(s) for s in scenes]) if names else None
-    return tile_metrics.summarise(tiles, tiles['pred_iou'], self.networks.iou_smoothing, groups, names)
+    return tile_metrics.summarise(tiles, tiles['pred_iou'], self.config.head.iou_smoothing, groups, names)
 
   def pretrain(self):
     c = self.config.pretrain
@@ -170,31 +206,35 @@ class Experiment:
     state, head = self.fit_head(state, [], 0)
     return state, {**fit, **head, 'finetune_seconds': time.perf_counter() - start}
 
-  def score(self, state, labelled: dict[int, LedgerEntry], round_index: int):
+  def score(self, state, labelled: ledger.Ledger, round_index: int):
     """(pool stats, reference embedding for distance formulas, seconds)."""
     cfg = self.config
     stats = self.scorer.score(state.params, self.data['target_pool'],
-                              key=rngs.round_key(cfg.seed, round_index, 'mc_dropout'),
-                              on_batch=faults.on_step('scoring', round_index, at=2))
+                              key=rngs.round_key(cfg.seed, round_index, 'mc_dropout'))
     score_seconds = self.scorer.last_seconds
     reference = np.zeros((0, 0), np.float32)
     if self.formula.needs_reference:
       n_ref = min(cfg.priority.source_reference, len(self.data['source_train']))
       ref = self.scorer.score(state.params, self.data['source_train'], np.arange(n_ref))
-      labelled_rows = np.isin(stats.ids, np.fromiter(labelled, np.int64, len(labelled)))
+      labelled_rows = np.isin(stats.ids, ledger.ids(labelled))
       reference = np.concatenate([ref.embedding, stats.embedding[labelled_rows]])
       score_seconds += self.scorer.last_seconds
     return stats, reference, score_seconds
 
-  def select(self, stats, reference, labelled: dict[int, LedgerEntry], round_index: int):
+  def select(self, stats, reference, labelled: ledger.Ledger, round_index: int):
     cfg = self.config
-    selectable = ~np.isin(stats.ids, np.fromiter(labelled, np.int64, len(labelled)))
     ctx = priority.SelectionContext(
         k=cfg.rounds.k, rng=rngs.round_key(cfg.seed, round_index, 'select'),
-        selectable=selectable, reference_embedding=reference, hparams=self.hparams)
+        selectable=~np.isin(stats.ids, ledger.ids(labelled)), reference_embedding=reference,
+        hparams=self.hparams)
     return selection.select(self.formula, stats, ctx)
 
-  def fine_tune(self, state, labelled: dict[int, LedgerEntry], round_index: int):
+  def label(self, picked, round_index: int) -> list[ledger.LedgerEntry]:
+    revealed, sources = self.oracle.label_round(round_index, picked.ids)
+    return ledger.round_entries(picked.ids, revealed.get('mask', []), sources, round_index,
+                                seed=self.config.seed, holdout_fraction=self.config.head.holdout_fraction)
+
+  def fine_tune(self, state, labelled: ledger.Ledger, round_index: int):
     """U-Net on the labelled tiles, then both heads; returns (state, info)."""
     cfg, r = self.config, round_index
     t_ft = time.perf_counter()
@@ -206,39 +246,78 @@ class Experiment:
     state, fit = self.trainer.fine_tune(
         state, self.labelled_arrays(labelled), self.source_train, steps=f.steps,
         batch_size=f.batch_size, learning_rate=f.learning_rate, replay=f.source_replay,
-        rng=rngs.round_key(cfg.seed, r, 'finetune'),
-        on_step=faults.on_step('fine_tuning', r, at=max(1, f.steps // 2)))
-    faults.crash_point('unet_trained', r)
+        rng=rngs.round_key(cfg.seed, r, 'finetune'))
+    hooks.point('unet_trained')
     t_head = time.perf_counter()
-    calibration = sorted(i for i, e in labelled.items() if e.calibration)
-    state, head = self.fit_head(state, calibration, r)
+    state, head = self.fit_head(state, ledger.ids(labelled, calibration=True), r)
     return state, {**fit, **head, 'finetune_seconds': t_head - t_ft,
                    'head_seconds': time.perf_counter() - t_head}
 
   def export(self, state, stats, picked, round_index: int) -> None:
     """GeoTIFF runs: the round's chips, outlines, predictions and heat map."""
-    pool = self.data['target_pool']
-    fields = ('id', 'scene', 'window')
-    records = {k: np.concatenate([b[k] for b in pool.batches(256, fields=fields)]) for k in fields}
-    order = np.argsort(records['id'])
-    records = {k: v[order][np.searchsorted(records['id'][order], stats.ids)] for k, v in records.items()}
-    heat = picked.scores if picked.scores is not None else 1.0 - stats.pred_iou
-    chips = pool.read_ids(picked.ids) if len(picked.ids) else None
-    if chips is None:
+    if not len(picked.ids):
       return
+    pool = self.data['target_pool']
+    records = pool.columns(('scene', 'window'))
+    rows = pool.positions_of(stats.ids)
+    records = {'id': stats.ids, **{k: v[rows] for k, v in records.items()}}
+    heat = picked.scores if picked.scores is not None else 1.0 - stats.pred_iou
+    chips = pool.read_ids(picked.ids)
     masks = self.scorer.predict_masks(state.params, chips['image'])
     export.export_round(self.workdir.export(round_index), scenes=self.geo['scenes'], selected=chips,
                         pred_masks=masks, priorities=picked.priorities, pred_iou=picked.pred_iou,
                         pool_records=records, pool_priority=np.asarray(heat),
                         overlap=int(self.geo.get('overlap', 0)))
 
-  def labelled_arrays(self, labelled: dict[int, LedgerEntry]) -> dict | None:
-    fit = sorted(i for i, e in labelled.items() if not e.calibration)
+  def labelled_arrays(self, labelled: ledger.Ledger) -> dict | None:
+    """The images and masks the U-Net trains on (calibration labels never)."""
+    fit = ledger.ids(labelled, calibration=False)
     if not fit:
       return None
     data = self.oracle.reveal(fit)
-    verify_labels(self.oracle.pool.name, [labelled[i] for i in fit], data)
+    ledger.verify_labels(self.oracle.pool.name, [labelled[i] for i in fit], data)
     return {'image': data['image'], 'mask': data['mask']}
+
+  def round_steps(self, r: int, state, labelled: ledger.Ledger) -> list[round_steps.Step]:
+    """Round ``r``'s steps, starting from the committed ``state`` and ledger."""
+    start = time.perf_counter()
+
+    def selected(out):
+      stats, reference, _ = out['scored']
+      picked = self.select(stats, reference, labelled, r)
+      if self.geo is not None:
+        self.export(state, stats, picked, r)
+      return picked
+
+    folder = str(self.workdir.round_folder(r))
+
+    def fine_tuned(out):
+      return self.fine_tune(state, ledger.with_entries(labelled, out['labelled'], folder), r)
+
+    def evaluated(out):
+      t_eval = time.perf_counter()
+      after = ledger.with_entries(labelled, out['labelled'], folder)
+      n_cal = len(ledger.ids(after, calibration=True))
+      trained, info = out['fine_tuned']
+      return check_record({
+          'round': r, 'labels': len(after), 'labels_fit': len(after) - n_cal, 'labels_calibration': n_cal,
+          **self.evaluate(trained), **info, 'score_seconds': out['scored'][2],
+          'eval_seconds': time.perf_counter() - t_eval, 'round_seconds': time.perf_counter() - start})
+
+    Step = round_steps.Step
+    return [
+        Step('scored', lambda out: self.score(state, labelled, r), SCORES),
+        Step('selected', selected, selected_store(self.workdir, r, self.formula.name)),
+        Step('labelled', lambda out: self.label(out['selected'], r), LABELS),
+        Step('fine_tuned', fine_tuned, round_steps.checkpoint_store('fine_tuned', r, self.template)),
+        Step('evaluated', evaluated, RECORD),
+    ]
+
+  def commit(self, r: int, state, labelled: ledger.Ledger, history: list[dict]) -> None:
+    """Round ``r`` is done once this returns (its orbax checkpoint holds the
+    state, the whole ledger and the history)."""
+    meta = {'round': r, 'seed': self.config.seed, 'ledger': ledger.to_json(labelled), 'history': history}
+    self.ckpts.save(r, state, meta)
 
 
 def _restore_or_pretrain(exp: Experiment):
@@ -247,18 +326,16 @@ def _restore_or_pretrain(exp: Experiment):
   if latest is not None:
     state, meta = exp.ckpts.restore(latest, exp.template())
     logging.info('resuming after round %d from %s', latest, exp.workdir.checkpoints)
-    labelled = {e['id']: LedgerEntry(**e) for e in meta['ledger']}
     exp.writer.sync(meta['history'])
-    return latest, state, labelled, meta['history']
+    return latest, state, ledger.from_json(meta['ledger']), meta['history']
   logging.info('pretraining on the source region')
   state, info = exp.pretrain()
-  record = {'round': 0, 'labels': 0, 'labels_fit': 0, 'labels_calibration': 0,
-            **exp.evaluate(state), **info}
-  history = [check_record(record)]
-  _save(exp, 0, state, {}, history)
-  exp.writer.sync(history)
+  record = check_record({'round': 0, 'labels': 0, 'labels_fit': 0, 'labels_calibration': 0,
+                         **exp.evaluate(state), **info})
+  exp.commit(0, state, {}, [record])
+  exp.writer.sync([record])
   _log_record(record)
-  return 0, state, {}, history
+  return 0, state, {}, [record]
 
 
 def _log_record(r: dict) -> None:
@@ -270,113 +347,58 @@ def _log_record(r: dict) -> None:
 def run(config, workdir: str) -> list[dict]:
   """Runs (or resumes) the experiment; returns the metrics history."""
   check_config(config)
-  priority.get(config.priority.name)  # an unknown name fails before anything is written
   wd = Workdir(workdir)
-  with disk_errors(wd):
-    return _run(config, wd)
-
-
-def _run(config, wd: Workdir) -> list[dict]:
-  exp = Experiment(config, wd)
-  try:
-    return _run_rounds(exp)
-  finally:
-    exp.writer.close()
-    exp.ckpts.close()
+  with disk_errors(wd.path):
+    exp = Experiment(config, wd)
+    try:
+      return _run_rounds(exp)
+    finally:
+      exp.writer.close()
+      exp.ckpts.close()
 
 
 def _run_rounds(exp: Experiment) -> list[dict]:
   config, wd = exp.config, exp.workdir
-  changed = check_same_config(wd, json.loads(config.to_json()))
+  new_config = json.loads(config.to_json())
+  changed = check_same_config(wd.read_config(), new_config, wd.path)
+  if wd.read_config() != new_config:
+    wd.write_config(new_config)
   done, state, labelled, history = _restore_or_pretrain(exp)
-  round_state.clear_finished(wd, done)
+  round_steps.clear_finished(wd, done)
   for r in range(done + 1, config.rounds.num_rounds + 1):
     try:
-      state = _run_round(exp, state, labelled, history, r, config_changed=changed)
+      with hooks.within(round=r):
+        state, labelled, history = _run_round(exp, r, state, labelled, history, config_changed=changed)
     except AwaitingLabels as waiting:
-      logging.info('%s', waiting)
-      print(f'waiting for labels: {waiting}', flush=True)
+      logging.info('waiting for labels: %s', waiting)
       break
     changed = []
   if done >= config.rounds.num_rounds:
     logging.info('all %d rounds were already done in %s', config.rounds.num_rounds, wd.path)
   if history[-1]['round'] > done or not wd.learning_curve.exists():
-    plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
+    plot_learning_curve(history, wd.learning_curve, exp.title)
   return history
 
 
-def _run_round(exp: Experiment, state, labelled: dict[int, LedgerEntry], history: list[dict],
-               r: int, config_changed: list[str]):
-  """One round through its persisted steps (round_state.py); returns the
-  committed state. ``labelled`` and ``history`` are extended in place."""
-  cfg, wd = exp.config, exp.workdir
-  progress = round_state.RoundProgress(wd, r)
+def _run_round(exp: Experiment, r: int, state, labelled: ledger.Ledger, history: list[dict],
+               config_changed: list[str]):
+  """Round ``r`` through its persisted steps, then its commit; returns the
+  new (state, ledger, history)."""
+  progress = round_steps.RoundProgress(exp.workdir, r, ROUND_STEPS)
   if config_changed and progress.has('fine_tuned'):
     logging.info('round %d: config changed (%s); redoing its training', r, ', '.join(config_changed))
     progress.rewind('labelled')
   if progress.done:
     logging.info('round %d: resuming after step %r', r, progress.done[-1])
-  start = time.perf_counter()
-  if progress.has('scored'):
-    stats, reference, score_seconds = progress.load_scores()
-  else:
-    stats, reference, score_seconds = exp.score(state, labelled, r)
-    progress.save_scores(stats, reference, score_seconds)
-  faults.crash_point('scored', r)
-  if progress.has('selected'):
-    picked = progress.load_selection()
-  else:
-    picked = exp.select(stats, reference, labelled, r)
-    if exp.geo is not None:
-      exp.export(state, stats, picked, r)
-    progress.save_selection(picked, exp.formula.name)
-  faults.crash_point('selected', r)
-  if progress.has('labelled'):
-    entries = progress.load_labels()
-  else:
-    revealed, sources = exp.oracle.label_round(r, picked.ids)
-    entries = [LedgerEntry(id=int(i), round=r, source=source, sha256=mask_hash(mask),
-                           calibration=is_calibration(cfg.seed, i, cfg.head.holdout_fraction))
-               for i, mask, source in zip(picked.ids, revealed.get('mask', []), sources)]
-    progress.save_labels(entries)
-  faults.crash_point('labelled', r)
-  for entry in entries:
-    if entry.id in labelled:
-      raise WorkdirError(f'{progress.folder}: tile {entry.id} is labelled in round {r} and already '
-                         f'in round {labelled[entry.id].round}; the workdir is inconsistent')
-    labelled[entry.id] = entry
-  if progress.has('fine_tuned'):
-    state, info = progress.load_state(exp.template())
-  else:
-    state, info = exp.fine_tune(state, labelled, r)
-    progress.save_state(state, info)
-  faults.crash_point('fine_tuned', r)
-  if progress.has('evaluated'):
-    record = progress.load_record()
-  else:
-    t_eval = time.perf_counter()
-    n_cal = sum(e.calibration for e in labelled.values())
-    record = check_record({
-        'round': r, 'labels': len(labelled), 'labels_fit': len(labelled) - n_cal,
-        'labels_calibration': n_cal, **exp.evaluate(state), **info, 'score_seconds': score_seconds,
-        'eval_seconds': time.perf_counter() - t_eval, 'round_seconds': time.perf_counter() - start})
-    progress.save_record(record)
-  faults.crash_point('evaluated', r)
-  history.append(record)
-  _save(exp, r, state, labelled, history)  # the round is done once this returns
-  faults.crash_point('committed', r)
+  out = round_steps.run_steps(progress, exp.round_steps(r, state, labelled))
+  labelled = ledger.with_entries(labelled, out['labelled'], str(progress.folder))
+  state, record = out['fine_tuned'][0], out['evaluated']
+  history = history + [record]
+  exp.commit(r, state, labelled, history)
+  hooks.point('committed')
   exp.writer.write(record)
-  faults.crash_point('metrics_written', r)
-  round_state.clear_finished(wd, r)
+  hooks.point('metrics_written')
+  round_steps.clear_finished(exp.workdir, r)
   _log_record(record)
-  plot_learning_curve(history, wd.learning_curve, f'{exp.formula.name} on crisis_bench')
-  return state
-
-
-def _save(exp: Experiment, r: int, state, labelled: dict[int, LedgerEntry], history: list[dict]):
-  meta = {'round': r, 'seed': exp.config.seed,
-          'rng_key_data': np.asarray(jax.random.key_data(jax.random.key(exp.config.seed))).tolist(),
-          'ledger': [labelled[i].to_json() for i in sorted(labelled)], 'history': history}
-  with faults.inside_checkpoint_write(r):
-    exp.ckpts.save(r, state, meta)
-
+  plot_learning_curve(history, exp.workdir.learning_curve, exp.title)
+  return state, labelled, history

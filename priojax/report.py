@@ -15,10 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import tensorboardX  # noqa: E402
 
 from priojax.errors import TrainingError  # noqa: E402
-from priojax.state import Workdir, atomic_write_bytes, atomic_write_text  # noqa: E402
+from priojax.atomic_io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from priojax.workdir import Workdir  # noqa: E402
 
 # Undefined rather than broken when the predictions are constant.
-MAY_BE_NAN = frozenset({'head_spearman', 'pool_spearman'})
+MAY_BE_NAN = frozenset({'head_spearman'})
 
 
 def check_record(record: dict) -> dict:
@@ -105,15 +106,3 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path, title: str) -> 
   plt.close(fig)
   atomic_write_bytes(path, buf.getvalue())
 
-
-def markdown_table(history: list[dict]) -> str:
-  """The per-round figures a README or a paper table shows."""
-  rows = ['| round | labels | test IoU | F1 | mean tile IoU | head Spearman | head MAE | round time (s) |',
-          '|---:|---:|---:|---:|---:|---:|---:|---:|']
-  for r in history:
-    spear = r.get('head_spearman')
-    seconds = r.get('round_seconds', r.get('finetune_seconds', 0.0))
-    rows.append(f"| {r['round']} | {r['labels']} | {r['iou']:.3f} | {r['f1']:.3f} | "
-                f"{r['mean_tile_iou']:.3f} | {'n/a' if spear is None else f'{spear:.3f}'} | "
-                f"{r['head_mae']:.3f} | {seconds:.0f} |")
-  return '\n'.join(rows)

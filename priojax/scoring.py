@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from priojax import compile_cache
+from priojax import compile_cache, hooks, tile_metrics
 from priojax import mesh as mesh_lib
 from priojax import tile_stats as tile_stats_lib
 from priojax.data.pool import TileSource
 from priojax.errors import SelectionError
-from priojax.networks import Networks
+from priojax.models.networks import Networks
+from priojax.tile_stats import StatsSpec
+
 
 class MissingStatError(SelectionError):
   """A formula read a statistic that this run's scoring did not compute."""
@@ -68,50 +70,53 @@ class PoolStats:
 
 
 @compile_cache.cached
-def stats_function(networks: Networks, names: tuple[str, ...], mc_passes: int):
+def stats_function(networks: Networks, spec: StatsSpec):
   """jit(vmap(tile_stats)) for one configuration, built once per process."""
-  fn = functools.partial(tile_stats_lib.tile_stats, networks, names=names, mc_passes=mc_passes)
-  fn = compile_cache.counted('stats', (networks, names, mc_passes), fn)
+  fn = functools.partial(tile_stats_lib.tile_stats, networks, spec=spec)
+  fn = compile_cache.counted('stats', (networks, spec), fn)
   return compile_cache.jit(jax.vmap(fn, in_axes=(None, 0, 0, None)))
 
 
 @compile_cache.cached
-def eval_function(networks: Networks):
-  fn = compile_cache.counted('eval', networks, networks.tile_eval)
+def eval_function(networks: Networks, smoothing: float):
+  fn = functools.partial(tile_metrics.tile_eval, networks, smoothing=smoothing)
+  fn = compile_cache.counted('eval', (networks, smoothing), fn)
   return compile_cache.jit(jax.vmap(fn, in_axes=(None, 0, 0)))
 
 
 @compile_cache.cached
 def predict_function(networks: Networks):
-  fn = compile_cache.counted('predict', networks, networks.predict_mask)
+  fn = compile_cache.counted('predict', networks, functools.partial(tile_metrics.predict_mask, networks))
   return compile_cache.jit(jax.vmap(fn, in_axes=(None, 0)))
 
 
 class Scorer:
   """Streams tile sources through the jitted per-tile functions.
 
-  ``stats``: the statistics to compute (tile_stats.py; by default every one
-  that needs no MC dropout, plus the MC ones when ``mc_passes`` > 0).
+  ``spec``: what to compute per tile (tile_stats.py; by default every
+  statistic that needs no MC dropout). ``iou_smoothing``: of the true tile
+  IoU that evaluation reports (tile_metrics.py).
   """
 
-  def __init__(self, networks: Networks, mesh: Mesh, batch_size: int, mc_passes: int = 0,
-               stats: tuple[str, ...] | None = None):
+  def __init__(self, networks: Networks, mesh: Mesh, batch_size: int, spec: StatsSpec | None = None,
+               iou_smoothing: float = 16.0):
     self.networks = networks
     self.mesh = mesh
     self.batch_size = mesh_lib.batch_multiple(mesh, batch_size)
-    if stats is None:
-      stats = tile_stats_lib.SCALARS + tile_stats_lib.MAP_STATS + (tile_stats_lib.MC_STATS if mc_passes else ())
-    self.stat_names = tile_stats_lib.check_names(stats, 'scoring statistics')
-    self.mc_passes = mc_passes if tile_stats_lib.needs_mc(self.stat_names) else 0
-    self._stats = stats_function(networks, self.stat_names, self.mc_passes)
-    self._eval = eval_function(networks)
+    self.spec = spec or StatsSpec.of(tile_stats_lib.SCALARS + tile_stats_lib.MAP_STATS)
+    self._stats = stats_function(networks, self.spec)
+    self._eval = eval_function(networks, float(iou_smoothing))
     self._predict = predict_function(networks)
     self.last_seconds = 0.0
 
   @property
+  def stat_names(self) -> tuple[str, ...]:
+    return self.spec.names
+
+  @property
   def traces(self) -> int:
     """How often this configuration's stats function was traced in this process."""
-    return compile_cache.TRACES[('stats', (self.networks, self.stat_names, self.mc_passes))]
+    return compile_cache.TRACES[('stats', (self.networks, self.spec))]
 
   def _stream(self, fn, params, source: TileSource, positions, fields, array_fields,
               extra=()) -> Iterator[tuple[dict, dict]]:
@@ -132,20 +137,21 @@ class Scorer:
       yield pending[0], jax.tree.map(lambda a, v=pending[2]: np.asarray(a)[:v], pending[1])
 
   def score(self, params: dict, source: TileSource, positions: np.ndarray | None = None,
-            key: jax.Array | None = None,
-            on_batch: Callable[[int], None] | None = None) -> PoolStats:
+            key: jax.Array | None = None) -> PoolStats:
     """PoolStats for the tiles of ``source`` (all, or those at ``positions``);
-    ``key`` drives MC dropout (each tile folds in its id); ``on_batch(n)``
-    is called after the n-th batch's results arrive."""
+    ``key`` drives MC dropout (each tile folds in its id): required when the
+    spec has MC passes. Announces the ``scoring`` point after each batch."""
     start = time.perf_counter()
-    key = jax.random.key(0) if key is None else key
+    if key is None:
+      if self.spec.mc_passes:
+        raise ValueError('Scorer.score: MC-dropout statistics need a key (fold_in(seed, round, purpose))')
+      key = jax.random.key(0)  # taken by the compiled function, used by no statistic
     ids, outs = [], []
     for batch, out in self._stream(self._stats, params, source, positions, ('id', 'image'),
                                    ('image', 'id'), (key,)):
       ids.append(batch['id'])
       outs.append(out)
-      if on_batch is not None:
-        on_batch(len(outs))
+      hooks.point('scoring', batch=len(outs))
     self.last_seconds = time.perf_counter() - start
     if not outs:
       outs = [jax.tree.map(lambda a: np.zeros((0,) + a.shape[1:], a.dtype), self._row_shapes(params))]

@@ -1,9 +1,10 @@
-"""Turning a formula's priorities into the tiles to label this round.
+"""Turning a formula's picks into the tiles to label this round.
 
-Score formulas: top-k of the selectable tiles by priority, ties broken by
-the smaller tile id (so the result does not depend on pool order). Greedy
-formulas pick themselves. Either way: never a labelled tile, never a tile
-twice, and k may not exceed what is left.
+Every formula returns ``Picks`` (priority/registry.py; score formulas are
+wrapped by top-k, ties to the smaller tile id). Here, whatever the formula:
+its statistics are checked finite first, and its picks are checked to be k
+distinct selectable tiles (never a labelled tile, never one twice); k may
+not exceed what is left.
 """
 
 from __future__ import annotations
@@ -54,32 +55,19 @@ def select(formula: Formula, stats: PoolStats, ctx: SelectionContext) -> Selecti
   left = int(selectable.sum())
   if k > left:
     raise SelectionError(f'k={k} exceeds the {left} unlabelled tiles left in the pool')
-  empty = np.zeros(0)
   if k == 0:
+    empty = np.zeros(0)
     return Selection(np.zeros(0, np.int64), empty, empty)
   try:
     check_stats(stats, formula.stat_names(ctx.hparams), selectable)
-    if formula.greedy:
-      picks, prios = formula.fn(stats, ctx)
-      picks, prios = np.asarray(picks), np.asarray(prios, np.float64)
-    else:
-      scores = np.asarray(formula.fn(stats, ctx), np.float64)
+    picks = formula.pick(stats, ctx)
   except MissingStatError as e:
     raise MissingStatError(f'priority formula {formula.name!r} {e}') from None
-  if not formula.greedy:
-    if scores.shape != (len(stats),):
-      raise SelectionError(f'priority formula {formula.name!r} returned shape {scores.shape}, '
-                           f'expected ({len(stats)},)')
-    bad = ~np.isfinite(scores) & selectable
-    if bad.any():
-      raise SelectionError(f'priority formula {formula.name!r} gave non-finite priorities for '
-                           f'{int(bad.sum())} tiles (ids {stats.ids[bad][:5].tolist()})')
-    candidates = np.flatnonzero(selectable)
-    order = np.lexsort((stats.ids[candidates], -scores[candidates]))
-    picks = candidates[order[:k]]
-    prios = scores[picks]
-  all_scores = None if formula.greedy else scores
-  if len(np.unique(picks)) != k or not selectable[picks].all():
-    raise SelectionError(f'priority formula {formula.name!r} picked a labelled or repeated tile')
-  return Selection(stats.ids[picks].astype(np.int64), prios, np.asarray(stats.pred_iou)[picks],
-                   all_scores)
+  positions = np.asarray(picks.positions)
+  if (positions.shape != (k,) or not np.issubdtype(positions.dtype, np.integer)
+      or not ((positions >= 0) & (positions < len(stats))).all()
+      or len(np.unique(positions)) != k or not selectable[positions].all()):
+    raise SelectionError(f'priority formula {formula.name!r} picked a labelled or repeated tile '
+                         f'(or not k={k} pool rows)')
+  return Selection(stats.ids[positions].astype(np.int64), np.asarray(picks.priorities, np.float64),
+                   np.asarray(stats.pred_iou)[positions], picks.scores)

@@ -14,12 +14,16 @@ The split-level IoU is the usual building-detection figure:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats as scipy_stats
 
+from priojax.models.networks import Networks
+from priojax.train_losses import tile_segmentation_loss
 
-def tile_counts(logits: jnp.ndarray, mask: jnp.ndarray, threshold: float = 0.5) -> dict:
+
+def tile_counts(logits: jnp.ndarray, mask: jnp.ndarray, threshold: float) -> dict:
   """Pixel counts of one tile's thresholded prediction against its mask."""
   pred = logits > jnp.log(threshold / (1 - threshold))
   truth = mask > 0
@@ -29,6 +33,23 @@ def tile_counts(logits: jnp.ndarray, mask: jnp.ndarray, threshold: float = 0.5) 
       'pred_area': jnp.sum(pred).astype(jnp.float32),
       'true_area': jnp.sum(truth).astype(jnp.float32),
   }
+
+
+def predict_mask(networks: Networks, params: dict, image: jnp.ndarray) -> jnp.ndarray:
+  """One uint8 tile -> its predicted building mask (uint8 0/1)."""
+  probs = jax.nn.sigmoid(networks.forward_tile(params, image)[0])
+  return (probs > networks.threshold).astype(jnp.uint8)
+
+
+def tile_eval(networks: Networks, params: dict, image: jnp.ndarray, mask: jnp.ndarray,
+              smoothing: float) -> dict:
+  """One labelled tile: counts, true and predicted IoU, true loss (what the
+  Learning-Loss head learns) and the heads' inputs."""
+  logits, _, feats, pred_iou = networks.forward_tile(params, image)
+  counts = tile_counts(logits, mask, networks.threshold)
+  true_iou = smoothed_iou(counts['intersection'], counts['union'], smoothing)
+  return {**counts, 'pred_iou': pred_iou, 'true_iou': true_iou, 'head_inputs': feats,
+          'true_loss': tile_segmentation_loss(logits, mask)}
 
 
 def smoothed_iou(intersection, union, smoothing: float):

@@ -11,7 +11,7 @@ The statistics, for a tile with predicted building probabilities p:
 * ``pred_iou``: the IoU head's estimate of IoU(thresholded prediction, truth);
 * ``pred_loss``: the Learning-Loss head's predicted segmentation loss;
 * ``entropy``: mean pixel entropy H(p) (nats), the same as ``entropy/mean``;
-* ``fg_fraction``: fraction of pixels with p above the threshold;
+* ``fg_fraction``: fraction of pixels with p above the mask threshold;
 * ``embedding``: mean-pooled bottleneck features (at most ``embed_dim``);
 * ``badge``: BADGE gradient embedding (BCE at the pseudo-label, gradient
   w.r.t. the 1x1 output layer's weights and bias, pooled over pixels);
@@ -22,6 +22,7 @@ The statistics, for a tile with predicted building probabilities p:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable
 
 import jax
@@ -29,8 +30,8 @@ import jax.numpy as jnp
 
 from priojax import uncertainty
 from priojax.errors import ConfigError
-from priojax.models import iou_head
-from priojax.networks import Networks
+from priojax.models.head_features import pooled_embedding
+from priojax.models.networks import Networks
 
 SCALARS = ('pred_iou', 'pred_loss', 'entropy', 'fg_fraction', 'embedding', 'badge')
 MAP_STATS = tuple(f'{m}/{a}' for m in uncertainty.MAPS for a in uncertainty.AGGREGATIONS)
@@ -54,40 +55,62 @@ def check_names(names: Iterable[str], what: str) -> tuple[str, ...]:
   return names
 
 
+@dataclasses.dataclass(frozen=True)
+class StatsSpec:
+  """What scoring computes per tile (static: one compiled function each)."""
+
+  names: tuple[str, ...]
+  mc_passes: int = 0  # MC-dropout passes, for the bald and mc_variance maps
+  top_q: float = 0.1  # 'topq' aggregation: mean of the top 10 % of pixels
+  region: int = 8  # 'region' aggregation: 8 x 8 px regions
+
+  @classmethod
+  def of(cls, names: Iterable[str], *, mc_passes: int = 0, top_q: float = 0.1,
+         region: int = 8) -> 'StatsSpec':
+    """Checked names; MC passes kept only when a statistic needs them."""
+    names = check_names(names, 'scoring statistics')
+    return cls(names, int(mc_passes) if needs_mc(names) else 0, float(top_q), int(region))
+
+
+def badge_embedding(probs: jnp.ndarray, fine: jnp.ndarray, threshold: float) -> jnp.ndarray:
+  """BADGE (Ash et al. 2020) for a per-pixel sigmoid output: the gradient of
+  BCE at the pseudo-label (p > threshold) w.r.t. the 1x1 output layer's
+  weights and bias, pooled over pixels: mean((p - y) * features), mean(p - y)."""
+  residual = probs - (probs > threshold)
+  return jnp.concatenate([jnp.mean(residual[..., None] * fine, axis=(0, 1)), residual.mean()[None]])
+
+
 def tile_stats(networks: Networks, params: dict, image: jnp.ndarray, tile_id: jnp.ndarray,
-               key: jax.Array, *, names: tuple[str, ...], mc_passes: int = 0) -> dict:
-  """The statistics ``names`` of one uint8 tile, and only those.
+               key: jax.Array, spec: StatsSpec) -> dict:
+  """The statistics ``spec.names`` of one uint8 tile, and only those.
 
   ``key`` drives MC dropout; each tile folds in its id, so a tile's passes do
   not depend on the batch it was scored in.
   """
-  wanted = set(names)
+  wanted = set(spec.names)
   logits, aux = networks.unet_forward(params, image)
   out = {}
   if wanted & {'pred_iou', 'pred_loss'}:
-    feats = iou_head.head_inputs(logits, aux, networks.embed_dim)
+    feats = networks.head_inputs(logits, aux)
     if 'pred_iou' in wanted:
       out['pred_iou'] = networks.head.apply({'params': params['head']}, feats)
     if 'pred_loss' in wanted:
-      out['pred_loss'] = networks.loss_head.apply({'params': params['loss_head']}, feats)
+      out['pred_loss'] = networks.predicted_loss(params, feats)
   probs = jax.nn.sigmoid(logits)
   if 'fg_fraction' in wanted:
     out['fg_fraction'] = jnp.mean((probs > networks.threshold).astype(jnp.float32))
   if 'embedding' in wanted:
-    out['embedding'] = iou_head.pooled_embedding(aux['bottleneck'], networks.embed_dim)
+    out['embedding'] = pooled_embedding(aux['bottleneck'], networks.embed_dim)
   if 'badge' in wanted:
-    fine = aux['decoder'][-1].astype(jnp.float32)
-    residual = probs - (probs > networks.threshold)
-    out['badge'] = jnp.concatenate([jnp.mean(residual[..., None] * fine, axis=(0, 1)),
-                                    residual.mean()[None]])
+    out['badge'] = badge_embedding(probs, aux['decoder'][-1].astype(jnp.float32), networks.threshold)
   map_names = {n.split('/')[0] for n in wanted if '/' in n} | ({'entropy'} if 'entropy' in wanted else set())
   maps = uncertainty.pixel_maps(probs, map_names & set(uncertainty.MAPS))
   if map_names & set(uncertainty.MC_MAPS):
-    if mc_passes < 1:
+    if spec.mc_passes < 1:
       raise ConfigError(f'statistics {sorted(n for n in wanted if n in MC_STATS)} need MC-dropout '
                         'passes; expected config.priority.mc_passes >= 1')
     # T stochastic passes, vmapped: one traced computation, not a loop.
-    keys = jax.random.split(jax.random.fold_in(key, tile_id), mc_passes)
+    keys = jax.random.split(jax.random.fold_in(key, tile_id), spec.mc_passes)
     probs_t = jax.vmap(lambda k: jax.nn.sigmoid(networks.unet_forward(params, image, rng=k)[0]))(keys)
     maps.update(uncertainty.mc_maps(probs_t))
   if 'entropy' in wanted:
@@ -95,7 +118,7 @@ def tile_stats(networks: Networks, params: dict, image: jnp.ndarray, tile_id: jn
   for name in wanted:
     if '/' in name:
       kind, agg = name.split('/')
-      out[name] = uncertainty.aggregate(maps[kind], agg, networks.top_q, networks.region)
+      out[name] = uncertainty.aggregate(maps[kind], agg, spec.top_q, spec.region)
   return out
 
 

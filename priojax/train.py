@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax
 import jax
@@ -24,11 +24,11 @@ import optax
 from absl import logging
 from jax.sharding import Mesh
 
-from priojax import compile_cache
+from priojax import compile_cache, hooks
 from priojax import mesh as mesh_lib
 from priojax.errors import TrainingError
 from priojax.models.unet import preprocess
-from priojax.networks import Networks
+from priojax.models.networks import Networks
 from priojax.train_losses import ranking_loss, segmentation_loss
 
 
@@ -112,7 +112,7 @@ def head_step(networks: Networks, tx: optax.GradientTransformation, hl: HeadLoss
     pred = networks.head.apply({'params': p['head']}, feats)
     mse = jnp.mean((pred - iou_targets) ** 2)
     rank = ranking_loss(pred, iou_targets, hl.rank_margin)
-    pred_loss = networks.loss_head.apply({'params': p['loss_head']}, feats)
+    pred_loss = networks.predicted_loss(p, feats)
     loss_rank = ranking_loss(pred_loss, loss_targets, hl.loss_rank_margin)
     return mse + hl.rank_weight * rank + loss_rank, (mse, rank, loss_rank)
 
@@ -190,15 +190,14 @@ class Trainer:
 
   def fine_tune(self, state: TrainState, target: dict | None, source: dict, *, steps: int,
                 batch_size: int, learning_rate: float, replay: float, rng: jax.Array,
-                log_every: int = 0, what: str = 'fine-tune',
-                on_step: Callable[[int], None] | None = None):
+                log_every: int = 0, what: str = 'fine-tune'):
     """``steps`` U-Net steps on batches mixing labelled target tiles and
     source tiles (a ``replay`` fraction of each batch); returns (state, metrics).
 
     The learning rate warms up over 5 % of the steps and decays to zero by a
     cosine, every call: each round ends on a settled model, so rounds are
-    compared at rest rather than mid-oscillation. ``on_step(n)`` is called
-    after step n is dispatched."""
+    compared at rest rather than mid-oscillation. Announces the
+    ``fine_tuning`` point after each step is dispatched."""
     batch_size = mesh_lib.batch_multiple(self.mesh, batch_size)
     n_t = 0 if target is None else len(target['image'])
     b_s = batch_size if n_t == 0 else min(batch_size - 1, int(round(batch_size * replay)))
@@ -225,8 +224,7 @@ class Trainer:
         # non-finite state is thrown away with the round, never committed.
         _check_finite({'loss': losses[-50:], 'gradient norm': grad_norms[-50:]}, f'{what} of the U-Net',
                       int(state.step))
-      if on_step is not None:
-        on_step(s + 1)
+      hooks.point('fine_tuning', step=s + 1, steps=steps)
       if log_every and (s + 1) % log_every == 0:
         logging.info('%s step %d/%d | loss %.4f', what, s + 1, steps,
                      float(np.mean(jax.device_get(losses[-log_every:]))))

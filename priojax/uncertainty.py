@@ -13,7 +13,8 @@ and from T MC-dropout passes p_1..p_T (Gal et al. 2017):
 
 Per tile, each map is aggregated three ways: ``mean`` over pixels, ``topq``
 (mean of the top q fraction of pixels) and ``region`` (mean over r x r
-regions, then the max region, as in baal's segmentation example), giving
+regions, r dividing the tile side, then the max region, as in baal's
+segmentation example), giving
 stats keys like ``'entropy/topq'``.
 """
 
@@ -25,11 +26,16 @@ import einops
 import jax
 import jax.numpy as jnp
 
-from priojax.models.iou_head import pixel_entropy
-
 AGGREGATIONS = ('mean', 'topq', 'region')
 MAPS = ('entropy', 'margin', 'least_confidence')
 MC_MAPS = ('bald', 'mc_variance')
+_EPS = 1e-6
+
+
+def pixel_entropy(probs: jnp.ndarray) -> jnp.ndarray:
+  """Binary entropy in nats, H = -p log p - (1-p) log(1-p)."""
+  p = jnp.clip(probs, _EPS, 1 - _EPS)
+  return -(p * jnp.log(p) + (1 - p) * jnp.log1p(-p))
 
 
 def pixel_maps(probs: jnp.ndarray, names=MAPS) -> dict[str, jnp.ndarray]:
@@ -59,11 +65,9 @@ def aggregate(value_map: jnp.ndarray, kind: str, top_q: float, region: int) -> j
     return jax.lax.top_k(value_map.reshape(-1), k)[0].mean()
   if kind == 'region':
     h, w = value_map.shape
-    r = math.gcd(region, math.gcd(h, w))
-    return einops.reduce(value_map, '(h r1) (w r2) -> h w', 'mean', r1=r, r2=r).max()
+    if h % region or w % region:
+      # config_checks refuses such a config; a direct caller gets the reason.
+      raise ValueError(f'region={region} px does not divide the {h} x {w} px tile')
+    return einops.reduce(value_map, '(h r1) (w r2) -> h w', 'mean', r1=region, r2=region).max()
   raise ValueError(f'unknown aggregation {kind!r}; expected one of {AGGREGATIONS}')
 
-
-def aggregates(maps: dict[str, jnp.ndarray], top_q: float, region: int) -> dict[str, jnp.ndarray]:
-  return {f'{name}/{kind}': aggregate(m, kind, top_q, region)
-          for name, m in maps.items() for kind in AGGREGATIONS}

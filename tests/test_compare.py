@@ -28,7 +28,7 @@ def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
   assert sum(new[k] for k in new if k[0] == 'stats') <= len(distinct) < len(config.strategies)
   assert sum(new[k] for k in new if k[0] in ('seg_step', 'head_step')) <= 2
   names = {r['strategy'] for r in summary['rows']}
-  assert names == set(compare_config.STRATEGIES)
+  assert names == set(priority.BUILTIN) and len(names) == 12
   with open(tmp_path / 'cmp' / 'comparison.csv') as f:
     table = list(csv.DictReader(f))
   assert {r['strategy'] for r in table} == names
@@ -74,3 +74,15 @@ def test_a_formula_defined_outside_the_package_runs_through_the_launcher(tmp_pat
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'round 1 | labels 6' in result.stderr
   assert '"formula": "large_unsure"' in (tmp_path / 'w' / 'selected_round_1.json').read_text()
+  # The same function without the decorator: one line naming the fix, nothing written.
+  (tmp_path / 'plain_formulas.py').write_text(
+      'def large_unsure(stats, ctx):\n  return (1.0 - stats.pred_iou) * stats.fg_fraction\n')
+  cmd[4] = '--config.priority.name=plain_formulas:large_unsure'
+  cmd[-1] = f'--workdir={tmp_path / "plain"}'
+  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 2
+  assert [l for l in result.stderr.splitlines() if l.startswith('error:')] == [
+      "error: priority formula 'plain_formulas:large_unsure' is not registered, so what it reads is "
+      "unknown; decorate it with @priojax.priority.register('<name>', reads=(...)) in module "
+      "'plain_formulas'"]
+  assert not (tmp_path / 'plain' / 'checkpoints').exists()

@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import launch_smoke, subprocess_env
-from priojax import compile_cache, loop, round_state, state, train
+from priojax import atomic_io, compile_cache, loop, round_steps, train
+from priojax.atomic_io import atomic_write_bytes
+from priojax.checkpoints import RoundCheckpoints
 from priojax.errors import TrainingError, WorkdirError
-from priojax.state import RoundCheckpoints, Workdir, atomic_write_bytes
+from priojax.workdir import Workdir
 
 
 def _latest(workdir):
@@ -56,7 +58,7 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
   def full(fd, data):
     raise OSError(errno.ENOSPC, 'No space left on device')
 
-  monkeypatch.setattr(state.os, 'fsync', lambda fd: full(fd, b''))
+  monkeypatch.setattr(atomic_io.os, 'fsync', lambda fd: full(fd, b''))
   with pytest.raises(OSError):
     atomic_write_bytes(path, b'new')
   assert path.read_bytes() == b'old'
@@ -68,19 +70,19 @@ def test_no_space_in_a_round_step_is_one_line_and_resumable(tmp_path, pretrained
   workdir = tmp_path / 'w'
   shutil.copytree(pretrained, workdir)
   config = _one_more_round(smoke_config)
-  real = round_state.atomic_write_bytes
+  real = round_steps.atomic_write_npz
 
-  def no_space(path, data):
+  def no_space(path, arrays):
     if path.name == 'selection.npz':
       raise OSError(errno.ENOSPC, 'No space left on device', str(path))
-    real(path, data)
+    real(path, arrays)
 
-  monkeypatch.setattr(round_state, 'atomic_write_bytes', no_space)
+  monkeypatch.setattr(round_steps, 'atomic_write_npz', no_space)
   with pytest.raises(WorkdirError, match=r'selection.npz: No space left on device while writing the '
                                          r'workdir; the last committed round is intact'):
     loop.run(config, str(workdir))
   assert _latest(workdir)[0] == 0 and _done(workdir, 1) == ['scored']
-  monkeypatch.setattr(round_state, 'atomic_write_bytes', real)
+  monkeypatch.setattr(round_steps, 'atomic_write_npz', real)
   history = loop.run(config, str(workdir))
   assert [r['labels'] for r in history] == [0, config.rounds.k]
 
@@ -120,18 +122,16 @@ def test_a_changed_config_redoes_training_but_keeps_the_labels(tmp_path, pretrai
   workdir = tmp_path / 'w'
   shutil.copytree(pretrained, workdir)
   config = _one_more_round(smoke_config)
-  progress = round_state.RoundProgress(Workdir(workdir), 1)
+  progress = round_steps.RoundProgress(Workdir(workdir), 1, loop.ROUND_STEPS)
   # Simulate a round stopped after fine-tuning with the old learning rate.
   exp = loop.Experiment(config, Workdir(workdir))
   st, meta = exp.ckpts.restore(0, exp.template())
-  stats, ref, secs = exp.score(st, {}, 1)
-  progress.save_scores(stats, ref, secs)
-  picked = exp.select(stats, ref, {}, 1)
-  progress.save_selection(picked, exp.formula.name)
-  revealed, sources = exp.oracle.label_round(1, picked.ids)
-  progress.save_labels([loop.LedgerEntry(int(i), 1, s, loop.mask_hash(m), False)
-                        for i, m, s in zip(picked.ids, revealed['mask'], sources)])
-  progress.save_state(st, {'loss_end': 0.0})
+  steps, out = exp.round_steps(1, st, {}), {}
+  for step in steps[:3]:  # scored, selected, labelled: as the loop does them
+    out[step.name] = step.compute(out)
+    progress.save(step, out[step.name])
+  progress.save(steps[3], (st, {'loss_end': 0.0}))  # a stale fine_tuned state
+  picked = out['selected']
   exp.ckpts.close()
   changed = _one_more_round(smoke_config, **{'finetune.learning_rate': 3e-4})
   changed.allow_config_change = True
@@ -150,26 +150,27 @@ def test_broken_progress_file_is_one_line(tmp_path, content, pattern):
   wd.round_folder(3).mkdir(parents=True)
   (wd.round_folder(3) / 'progress.json').write_text(content)
   with pytest.raises(WorkdirError, match=pattern):
-    round_state.RoundProgress(wd, 3)
+    round_steps.RoundProgress(wd, 3, loop.ROUND_STEPS)
 
 
-@pytest.mark.parametrize('step, name, load', [
-    ('scored', 'scores.npz', lambda p: p.load_scores()),
-    ('selected', 'selection.npz', lambda p: p.load_selection()),
-    ('labelled', 'labelled.json', lambda p: p.load_labels()),
+@pytest.mark.parametrize('step, name, store', [
+    ('scored', 'scores.npz', lambda wd: loop.SCORES),
+    ('selected', 'selection.npz', lambda wd: loop.selected_store(wd, 2, 'iou')),
+    ('labelled', 'labelled.json', lambda wd: loop.LABELS),
+    ('evaluated', 'record.json', lambda wd: loop.RECORD),
 ])
-def test_unreadable_step_output_is_one_line(tmp_path, step, name, load):
+def test_unreadable_step_output_is_one_line(tmp_path, step, name, store):
   wd = Workdir(tmp_path / 'w')
   folder = wd.round_folder(2)
   folder.mkdir(parents=True)
-  steps = list(round_state.STEPS[:round_state.STEPS.index(step) + 1])
+  steps = list(loop.ROUND_STEPS[:loop.ROUND_STEPS.index(step) + 1])
   (folder / 'progress.json').write_text(json.dumps({'round': 2, 'done': steps}))
   (folder / name).write_bytes(b'\x00garbage')
-  progress = round_state.RoundProgress(wd, 2)
+  progress = round_steps.RoundProgress(wd, 2, loop.ROUND_STEPS)
   assert progress.has(step)
   with pytest.raises(WorkdirError, match=rf'{folder / name}: cannot read the output of step '
                                          rf'{step!r} \(.*\); delete {folder} to redo round 2$'):
-    load(progress)
+    progress.load(round_steps.Step(step, lambda out: None, store(wd)))
 
 
 # The kernel refuses any write past RLIMIT_FSIZE, as on a full disk (EFBIG

@@ -152,8 +152,8 @@ def test_coreset_matches_k_center_reference():
 
   stats = make_stats(np.linspace(0, 1, 25), dim=3, seed=5)
   ref = np.random.default_rng(9).normal(size=(4, 3)).astype(np.float32)
-  sel = priority.get('coreset').fn(stats, ctx(stats, 6, reference=ref))
+  sel = priority.get('coreset').pick(stats, ctx(stats, 6, reference=ref))
   want, _ = reference_greedy(np.ones(25), stats.embedding.astype(np.float64), ref.astype(np.float64),
                              np.ones(25, bool), stats.ids, 6, 0.0, 1.0)
-  np.testing.assert_array_equal(np.asarray(sel[0]), want)
+  np.testing.assert_array_equal(sel.positions, want)
   del jax

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import launch_smoke as _launch
-from priojax import faults, loop, round_state
-from priojax.state import RoundCheckpoints
+from priojax import hooks, loop
+from priojax.checkpoints import RoundCheckpoints
 
 TIMING_KEYS = ('seconds',)
 
@@ -56,7 +56,7 @@ def test_launcher_runs_and_overrides(uninterrupted_run):
   assert len(set(ids)) == 12  # never re-selected
 
 
-# Every crash point of faults.POINTS, in the order a run reaches them, spread
+# Every crash point of hooks.POINTS, in the order a run reaches them, spread
 # over both rounds: each launch resumes the previous one's wreck and is killed
 # at a later point, so every step is both interrupted and resumed.
 KILL_CHAIN = ('scoring:1', 'selected:1', 'fine_tuning:1', 'evaluated:1', 'checkpoint_writing:1',
@@ -68,7 +68,7 @@ PERSISTED = {'scoring': [], 'scored': ['scored'], 'selected': ['scored', 'select
              'fine_tuning': ['scored', 'selected', 'labelled'],
              'unet_trained': ['scored', 'selected', 'labelled'],
              'fine_tuned': ['scored', 'selected', 'labelled', 'fine_tuned'],
-             'evaluated': list(round_state.STEPS), 'checkpoint_writing': list(round_state.STEPS)}
+             'evaluated': list(loop.ROUND_STEPS), 'checkpoint_writing': list(loop.ROUND_STEPS)}
 
 
 def _committed(workdir):
@@ -83,7 +83,7 @@ def _committed(workdir):
 
 
 def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, uninterrupted_run):
-  assert {p.split(':')[0] for p in KILL_CHAIN} == set(faults.POINTS)
+  assert {p.split(':')[0] for p in KILL_CHAIN} == set(hooks.POINTS)
   reference, _ = uninterrupted_run
   want_lines, want_sel = _read(reference)
   want_ids = [want_sel[f'selected_round_{r}.json']['ids'] for r in (1, 2)]

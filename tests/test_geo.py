@@ -11,7 +11,7 @@ from rasterio.crs import CRS
 
 from geo_fixtures import (MERCATOR, UTM, burn, pixel_rects, rects_to_polygons, write_geojson,
                           write_scene)
-from priojax.data import geo
+from priojax.geo import raster as geo
 from priojax.errors import DataError
 
 SIZE = 128

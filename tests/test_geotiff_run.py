@@ -11,8 +11,8 @@ from rasterio.crs import CRS
 
 from geo_fixtures import MERCATOR, write_project
 from priojax import loop
-from priojax.data import geo_builder
-from priojax.data.manifest import load_manifest
+from priojax.geo import builder as geo_builder
+from priojax.geo.manifest import load_manifest
 from priojax.errors import DataError
 
 

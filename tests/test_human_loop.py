@@ -9,10 +9,11 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geo_fixtures import MERCATOR, burn, rects_to_polygons, write_project
-from priojax import export, loop
-from priojax.data import geo
+from priojax import loop
+from priojax.geo import export
+from priojax.geo import raster as geo
 from priojax.errors import DataError
-from priojax.state import RoundCheckpoints
+from priojax.checkpoints import RoundCheckpoints
 
 
 def test_export_import_round_trip_gives_the_same_mask(tmp_path):

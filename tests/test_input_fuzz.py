@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from geo_fixtures import MERCATOR, write_project, write_scene
 from priojax import loop
-from priojax.data.manifest import load_manifest
+from priojax.geo.manifest import load_manifest
 from priojax.errors import DataError
 
 FUZZ = settings(max_examples=8, deadline=None, derandomize=True,

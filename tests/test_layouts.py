@@ -10,8 +10,8 @@ from affine import Affine
 
 from geo_fixtures import UTM, burn, pixel_rects, rects_to_polygons, rgb_scene_with_buildings, \
     write_geojson, write_scene
-from priojax.data import geo, layouts
-from priojax.data.manifest import load_manifest
+from priojax.geo import layouts, raster as geo
+from priojax.geo.manifest import load_manifest
 from priojax.errors import DataError
 
 

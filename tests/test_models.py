@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from priojax import tile_stats
-from priojax.models import iou_head
-from priojax.models.iou_head import IoUHead
+from priojax.models import head_features
+from priojax.models.heads import iou_head
 from priojax.models.unet import UNet
-from priojax.networks import Networks
+from priojax.models.networks import Networks
 
 
 def _count(tree) -> int:
@@ -58,15 +58,15 @@ def test_bfloat16_unet_keeps_float32_logits():
 
 
 def test_head_inputs_and_prediction_range():
-  net = Networks(UNet(depth=2, width=4), IoUHead(hidden=8), embed_dim=8)
+  net = Networks(UNet(depth=2, width=4), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 32)
   image = jnp.asarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3)), jnp.uint8)
   logits, _, feats, pred = net.forward_tile(params, image)
   embedding = tile_stats.tile_stats(net, params, image, jnp.uint32(0), jax.random.key(0),
-                                    names=('embedding',))['embedding']
+                                    tile_stats.StatsSpec.of(('embedding',)))['embedding']
   chex.assert_shape(logits, (32, 32))
   # bottleneck (16 ch pooled to 8) + finest decoder (4) + mask statistics
-  chex.assert_shape(feats, (8 + 4 + iou_head.NUM_MASK_STATS,))
+  chex.assert_shape(feats, (8 + 4 + head_features.NUM_MASK_STATS,))
   chex.assert_shape(embedding, (8,))
   assert 0.0 <= float(pred) <= 1.0
   head_params = params['head']
@@ -74,7 +74,7 @@ def test_head_inputs_and_prediction_range():
 
 
 def test_head_inputs_stop_gradient_into_unet():
-  net = Networks(UNet(depth=1, width=4), IoUHead(hidden=8), embed_dim=8)
+  net = Networks(UNet(depth=1, width=4), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 16)
   image = jnp.full((16, 16, 3), 100, jnp.uint8)
   grads = jax.grad(lambda p: net.forward_tile(p, image)[3])(params)
@@ -85,8 +85,8 @@ def test_head_inputs_stop_gradient_into_unet():
 
 def test_pooled_embedding_caps_dimension():
   x = jnp.arange(4 * 4 * 300, dtype=jnp.float32).reshape(4, 4, 300)
-  chex.assert_shape(iou_head.pooled_embedding(x, 128), (128,))
-  chex.assert_shape(iou_head.pooled_embedding(x, 512), (300,))
+  chex.assert_shape(head_features.pooled_embedding(x, 128), (128,))
+  chex.assert_shape(head_features.pooled_embedding(x, 512), (300,))
 
 
 def test_depth_to_space_upsampling_equals_conv_transpose_on_the_same_parameters():

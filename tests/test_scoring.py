@@ -8,10 +8,11 @@ import pytest
 from priojax import mesh as mesh_lib
 from priojax import tile_stats
 from priojax.data.pool import TileSource
-from priojax.models.iou_head import IoUHead
+from priojax.models.heads import iou_head
 from priojax.models.unet import UNet
-from priojax.networks import Networks
+from priojax.models.networks import Networks
 from priojax.scoring import Scorer
+from priojax.tile_stats import StatsSpec
 
 
 def fake_pool(n, size=16, seed=0):
@@ -22,7 +23,7 @@ def fake_pool(n, size=16, seed=0):
 
 @pytest.fixture(scope='module')
 def setup():
-  net = Networks(UNet(depth=2, width=4), IoUHead(hidden=8), embed_dim=8, iou_smoothing=2.0)
+  net = Networks(UNet(depth=2, width=4), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 16)
   return net, params
 
@@ -39,7 +40,7 @@ def test_score_covers_every_tile_once_in_order(setup):
   # Batched + padded + vmapped equals one tile at a time.
   for i in (0, 9, 22):
     one = tile_stats.tile_stats(net, params, records[i]['image'], np.uint32(records[i]['id']),
-                                jax.random.key(0), names=('embedding', 'pred_iou'))
+                                jax.random.key(0), StatsSpec.of(('embedding', 'pred_iou')))
     chex.assert_trees_all_close(stats.pred_iou[i], one['pred_iou'], rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(stats.embedding[i], one['embedding'], rtol=1e-5, atol=1e-6)
 
@@ -92,9 +93,9 @@ def test_empty_pool_gives_empty_stats(setup):
 
 
 def test_mc_dropout_passes_are_one_traced_call_per_pool():
-  net = Networks(UNet(depth=2, width=4, dropout=0.3), IoUHead(hidden=8), embed_dim=8)
+  net = Networks(UNet(depth=2, width=4, dropout=0.3), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 16)
-  scorer = Scorer(net, mesh_lib.make_mesh(), batch_size=4, mc_passes=5)
+  scorer = Scorer(net, mesh_lib.make_mesh(), batch_size=4, spec=StatsSpec.of(tile_stats.ALL, mc_passes=5))
   records = fake_pool(11)  # three batches
   stats = scorer.score(params, TileSource(records, 'pool'), key=jax.random.key(3))
   assert scorer.traces == 1  # not once per pass, nor once per batch
@@ -125,18 +126,18 @@ def test_without_mc_passes_there_are_no_mc_statistics(setup):
 def test_iou_scoring_computes_the_head_only_and_no_mc_branch():
   from priojax import priority
 
-  net = Networks(UNet(depth=2, width=4, dropout=0.3), IoUHead(hidden=8), embed_dim=8)
+  net = Networks(UNet(depth=2, width=4, dropout=0.3), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 16)
   names = tile_stats.for_formula(priority.get('iou'), {'aggregation': 'mean'})
   assert names == ('pred_iou',)
-  scorer = Scorer(net, mesh_lib.make_mesh(), batch_size=4, mc_passes=5, stats=names)
-  assert scorer.mc_passes == 0  # the formula reads no MC statistic: no passes
+  scorer = Scorer(net, mesh_lib.make_mesh(), batch_size=4, spec=StatsSpec.of(names, mc_passes=5))
+  assert scorer.spec.mc_passes == 0  # the formula reads no MC statistic: no passes
   stats = scorer.score(params, TileSource(fake_pool(6), 'pool'))
   assert set(stats.columns) == {'pred_iou'}
   args = (params, np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.uint32), jax.random.key(0))
   iou_hlo = scorer._stats.lower(*args).as_text()
-  bald = Scorer(net, mesh_lib.make_mesh(), batch_size=4, mc_passes=5,
-                stats=tile_stats.for_formula(priority.get('bald'), {'aggregation': 'mean'}))
+  bald = Scorer(net, mesh_lib.make_mesh(), batch_size=4, spec=StatsSpec.of(
+      tile_stats.for_formula(priority.get('bald'), {'aggregation': 'mean'}), mc_passes=5))
   bald_hlo = bald._stats.lower(*args).as_text()
   # MC dropout draws random numbers and runs more U-Nets; iou scoring neither.
   assert 'threefry' in bald_hlo and 'threefry' not in iou_hlo
@@ -145,7 +146,7 @@ def test_iou_scoring_computes_the_head_only_and_no_mc_branch():
   everything = Scorer(net, mesh_lib.make_mesh(), batch_size=4)._stats.lower(*args).as_text()
   assert 'top_k' in everything and 'top_k' not in iou_hlo
   assert iou_hlo.count('stablehlo.reduce') < everything.count('stablehlo.reduce') - 9
-  assert set(bald.score(params, TileSource(fake_pool(6), 'pool')).columns) == {'pred_iou', 'bald/mean'}
+  assert set(bald.score(params, TileSource(fake_pool(6), 'pool'), key=jax.random.key(1)).columns) == {'pred_iou', 'bald/mean'}
 
 
 def test_reading_a_statistic_that_was_not_computed_is_one_clear_line():
@@ -162,7 +163,7 @@ def test_reading_a_statistic_that_was_not_computed_is_one_clear_line():
   def sneaky(stats, ctx):  # declares pred_iou, reads fg_fraction too
     return stats.pred_iou * stats.fg_fraction
 
-  formula = priority.registry.Formula('sneaky', sneaky, reads=('pred_iou',))
+  formula = priority.registry.Formula('sneaky', priority.registry.top_k('sneaky', sneaky), reads=('pred_iou',))
   with pytest.raises(MissingStatError) as e:
     selection.select(formula, stats, ctx)
   message = str(e.value)
@@ -170,7 +171,8 @@ def test_reading_a_statistic_that_was_not_computed_is_one_clear_line():
   assert message.startswith("priority formula 'sneaky' reads statistic 'fg_fraction'")
   assert 'computed: pred_iou' in message
   # A declared read that scoring did not compute fails the same way, up front.
-  declared = priority.registry.Formula('declared', sneaky, reads=('pred_iou', 'fg_fraction'))
+  declared = priority.registry.Formula('declared', priority.registry.top_k('declared', sneaky),
+                                       reads=('pred_iou', 'fg_fraction'))
   with pytest.raises(MissingStatError, match="'declared' reads statistic 'fg_fraction'"):
     selection.select(declared, stats, ctx)
   with pytest.raises(Exception, match="unknown statistic"):
@@ -180,9 +182,9 @@ def test_reading_a_statistic_that_was_not_computed_is_one_clear_line():
 def test_scorers_of_one_configuration_share_one_traced_function(setup):
   net, params = setup
   records = fake_pool(9)
-  first = Scorer(net, mesh_lib.make_mesh(), batch_size=4, stats=('pred_iou', 'entropy/topq'))
+  first = Scorer(net, mesh_lib.make_mesh(), batch_size=4, spec=StatsSpec.of(('pred_iou', 'entropy/topq')))
   before = first.traces
   first.score(params, TileSource(records, 'pool'))
-  again = Scorer(net, mesh_lib.make_mesh(), batch_size=4, stats=('entropy/topq', 'pred_iou'))
+  again = Scorer(net, mesh_lib.make_mesh(), batch_size=4, spec=StatsSpec.of(('entropy/topq', 'pred_iou')))
   again.score(params, TileSource(records, 'pool'))
   assert again.traces == first.traces == max(before, 1)

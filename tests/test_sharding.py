@@ -13,16 +13,16 @@ SCRIPT = textwrap.dedent('''
     assert jax.device_count() == 8, jax.devices()
     from priojax import mesh as mesh_lib
     from priojax.data.pool import TileSource
-    from priojax.models.iou_head import IoUHead
+    from priojax.models.heads import iou_head
     from priojax.models.unet import UNet
-    from priojax.networks import Networks
+    from priojax.models.networks import Networks
     from priojax.scoring import Scorer
     from priojax.train import Trainer
 
     rng = np.random.default_rng(0)
     records = [{'id': np.int64(i), 'image': rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
                 'mask': (rng.random((16, 16)) > 0.6).astype(np.uint8)} for i in range(21)]
-    net = Networks(UNet(depth=2, width=4), IoUHead(hidden=8), embed_dim=8)
+    net = Networks(UNet(depth=2, width=4), iou_head(8), embed_dim=8)
     params = net.init(jax.random.key(0), 16)
     mesh8, mesh1 = mesh_lib.make_mesh(), mesh_lib.make_mesh(jax.devices()[:1])
     s8 = Scorer(net, mesh8, batch_size=6)   # rounded up to 8: one tile per device

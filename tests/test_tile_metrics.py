@@ -7,7 +7,7 @@ from priojax import tile_metrics
 
 
 def _iou(logits, mask, s=4.0):
-  c = tile_metrics.tile_counts(jnp.asarray(logits), jnp.asarray(mask))
+  c = tile_metrics.tile_counts(jnp.asarray(logits), jnp.asarray(mask), 0.5)
   return float(tile_metrics.smoothed_iou(c['intersection'], c['union'], s))
 
 

@@ -25,7 +25,7 @@ class TileSource:
   def __init__(self, source, name: str):
     self._source = source
     self.name = name
-    self._ids: np.ndarray | None = None
+    self._columns: dict[str, np.ndarray] = {}
     self._position: dict[int, int] | None = None
 
   def __len__(self) -> int:
@@ -55,15 +55,26 @@ class TileSource:
     options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=_PREFETCH_BATCHES)
     yield from ds.to_iter_dataset(options)
 
+  def columns(self, fields: Sequence[str]) -> dict[str, np.ndarray]:
+    """Whole columns of small per-tile fields (ids, scene names, windows),
+    in storage order; each field is read once, then cached. Never pixels."""
+    missing = [f for f in fields if f not in self._columns]
+    if missing:
+      chunks = list(self.batches(256, fields=missing))
+      for f in missing:
+        self._columns[f] = (np.concatenate([c[f] for c in chunks]) if chunks
+                            else np.zeros(0, np.int64 if f == 'id' else object))
+    return {f: self._columns[f] for f in fields}
+
   def ids(self) -> np.ndarray:
     """Tile ids in storage order (read once, then cached)."""
-    if self._ids is None:
-      chunks = [b['id'] for b in self.batches(256)]
-      self._ids = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
-      if len(np.unique(self._ids)) != len(self._ids):
+    if self._position is None:
+      ids = self.columns(('id',))['id'].astype(np.int64)
+      if len(np.unique(ids)) != len(ids):
         raise DataError(f'{self.name}: tile ids are not unique')
-      self._position = {int(i): p for p, i in enumerate(self._ids)}
-    return self._ids
+      self._columns['id'] = ids
+      self._position = {int(i): p for p, i in enumerate(ids)}
+    return self._columns['id']
 
   def positions_of(self, ids: Sequence[int]) -> np.ndarray:
     self.ids()

@@ -4,6 +4,12 @@ Importing this package registers the built-in formulas.
 """
 
 from priojax.priority import formulas as _formulas  # noqa: F401  (registers)
-from priojax.priority.registry import Formula, SelectionContext, get, names, register
+from priojax.priority.registry import (Formula, Picks, SelectionContext, get, names, register,
+                                       register_picker)
 
-__all__ = ['Formula', 'SelectionContext', 'get', 'names', 'register']
+# The strategies priojax ships (a comparison runs them all); formulas that
+# users register later are not among them.
+BUILTIN = tuple(names())
+
+__all__ = ['BUILTIN', 'Formula', 'Picks', 'SelectionContext', 'get', 'names', 'register',
+           'register_picker']

@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from priojax.priority import diversity
-from priojax.priority.registry import SelectionContext, register
+import numpy as np
+
+from priojax.priority.registry import Picks, SelectionContext, register, register_picker
 
 
 @register('random', reads=())
@@ -34,11 +36,11 @@ def iou_priority(stats, ctx: SelectionContext) -> jax.Array:
 @register('entropy', reads=('entropy/{aggregation}',))
 def entropy_priority(stats, ctx: SelectionContext) -> jax.Array:
   """p_i = agg over pixels of H(p) = -p log p - (1-p) log(1-p);
-  agg = ctx.hparams['aggregation'] in mean | topq | region (default mean)."""
+  agg = config.priority.aggregation in mean | topq | region (default mean)."""
   return _aggregate(stats, ctx, 'entropy')
 
 
-@register('iou_diversity', greedy=True, reads=('pred_iou', 'embedding'), needs_reference=True)
+@register_picker('iou_diversity', reads=('pred_iou', 'embedding'), needs_reference=True)
 def iou_diversity_priority(stats, ctx: SelectionContext):
   """Formula 2 (our reading), greedy:
 
@@ -46,22 +48,27 @@ def iou_diversity_priority(stats, ctx: SelectionContext):
       d_i = min over labelled tiles l of ||e_i - e_l||,
 
   source training tiles count as labelled, and d is updated after each
-  pick. α = ctx.hparams['alpha'], β = ctx.hparams['beta'] (default 1, 1).
+  pick. α = config.priority.alpha, β = config.priority.beta (default 1, 1).
   """
   uncertainty = jnp.clip(1.0 - jnp.asarray(stats.pred_iou, jnp.float32), 0.0, 1.0)
-  return diversity.greedy_weighted_distance(
+  return _picks(diversity.greedy_weighted_distance(
       uncertainty, stats.embedding, ctx.reference_embedding, ctx.selectable, stats.ids,
-      k=ctx.k, alpha=float(ctx.hparam('alpha', 1.0)), beta=float(ctx.hparam('beta', 1.0)))
+      k=ctx.k, alpha=float(ctx.hparam('alpha')), beta=float(ctx.hparam('beta'))))
 
 
 def _aggregate(stats, ctx: SelectionContext, name: str) -> jax.Array:
-  return jnp.asarray(stats[f'{name}/{ctx.hparam("aggregation", "mean")}'], jnp.float32)
+  return jnp.asarray(stats[f'{name}/{ctx.hparam("aggregation")}'], jnp.float32)
+
+
+def _picks(positions_and_priorities) -> Picks:
+  positions, priorities = positions_and_priorities
+  return Picks(np.asarray(positions), np.asarray(priorities, np.float64))
 
 
 @register('margin', reads=('margin/{aggregation}',))
 def margin_priority(stats, ctx: SelectionContext) -> jax.Array:
   """p_i = agg over pixels of 1 - |2p - 1| (smallest margin |p - 0.5| first);
-  agg = ctx.hparams['aggregation'] in mean | topq | region."""
+  agg = config.priority.aggregation in mean | topq | region."""
   return _aggregate(stats, ctx, 'margin')
 
 
@@ -102,23 +109,23 @@ def iou_density_priority(stats, ctx: SelectionContext) -> jax.Array:
   e = jnp.asarray(stats.embedding, jnp.float32)
   e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
   density = jnp.maximum(e @ e.mean(axis=0), 0.0)
-  return (1.0 - jnp.asarray(stats.pred_iou, jnp.float32)) * density ** float(ctx.hparam('beta', 1.0))
+  return (1.0 - jnp.asarray(stats.pred_iou, jnp.float32)) * density ** float(ctx.hparam('beta'))
 
 
-@register('coreset', greedy=True, reads=('embedding',), needs_reference=True)
+@register_picker('coreset', reads=('embedding',), needs_reference=True)
 def coreset_priority(stats, ctx: SelectionContext):
   """Core-set (Sener & Savarese 2018), k-center greedy: each pick is the pool
   tile farthest from its nearest centre; centres start as the labelled set
   (source reference tiles and labelled target tiles)."""
   ones = jnp.ones(len(stats.ids), jnp.float32)
-  return diversity.greedy_weighted_distance(ones, stats.embedding, ctx.reference_embedding,
-                                            ctx.selectable, stats.ids, k=ctx.k, alpha=0.0, beta=1.0)
+  return _picks(diversity.greedy_weighted_distance(ones, stats.embedding, ctx.reference_embedding,
+                                                   ctx.selectable, stats.ids, k=ctx.k, alpha=0.0, beta=1.0))
 
 
-@register('badge', greedy=True, reads=('badge',))
+@register_picker('badge', reads=('badge',))
 def badge_priority(stats, ctx: SelectionContext):
   """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings g_i
   (BCE gradient at the pseudo-label w.r.t. the output layer, pooled per tile).
   The first pick is the largest ||g_i||; each next one is drawn with
   probability ∝ D(g_i)^2, the squared distance to the nearest pick."""
-  return diversity.kmeans_pp(stats.badge, ctx.selectable, stats.ids, ctx.rng, k=ctx.k)
+  return _picks(diversity.kmeans_pp(stats.badge, ctx.selectable, stats.ids, ctx.rng, k=ctx.k))

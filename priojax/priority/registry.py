@@ -1,11 +1,16 @@
-"""The registry of priority formulas and the context they are called with.
+"""The registry of priority formulas and the one protocol they share.
 
-A formula is a pure function ``f(stats, ctx) -> scores`` with ``scores`` of
-shape ``[N]`` (higher = label first). A *greedy* formula instead returns
-``(picks, priorities)``, the ``ctx.k`` pool positions in pick order and the
-priority each had when it was picked, because its scores change after every
-pick. Users register their own with ``@register('name')``, or name any
-function as ``'package.module:function'`` in the config.
+Every formula is ``pick(stats, ctx) -> Picks``: the ``ctx.k`` pool rows to
+label, in pick order, with the priority each had when picked. Most formulas
+are a plain score per tile (higher = label first); register those with
+``@register(name, reads=...)`` and the registry wraps them by ``top_k``.
+Formulas whose scores change after every pick (core-set, BADGE,
+``iou_diversity``) return their ``Picks`` themselves: register them with
+``@register_picker``. ``reads`` is always stated: scoring computes exactly
+those statistics (tile_stats.py) and checks them finite first.
+
+Users register their own with the decorators, in a module named as
+``'package.module:function'`` in the config (importing it registers them).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import numpy as np
 
 from priojax.errors import SelectionError
 
-
-# What a formula's ``reads`` may name in braces when a run does not set it.
-DEFAULT_HPARAMS = {'aggregation': 'mean'}
+# The hparams a run sets (config.priority), their defaults for a direct
+# caller, and what ``reads`` may name in braces: 'entropy/{aggregation}'.
+DEFAULT_HPARAMS = {'aggregation': 'mean', 'alpha': 1.0, 'beta': 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,21 +39,31 @@ class SelectionContext:
   reference_embedding: np.ndarray  # [M, D]: source tiles and labelled tiles
   hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-  def hparam(self, name: str, default: Any) -> Any:
-    return self.hparams.get(name, default)
+  def hparam(self, name: str) -> Any:
+    if name in self.hparams:
+      return self.hparams[name]
+    if name in DEFAULT_HPARAMS:
+      return DEFAULT_HPARAMS[name]
+    raise SelectionError(f'unknown hparam {name!r}; known: {sorted(DEFAULT_HPARAMS)}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Picks:
+  positions: np.ndarray  # [k] pool rows in pick order
+  priorities: np.ndarray  # [k] each pick's priority when it was picked
+  scores: np.ndarray | None = None  # [N] every tile's priority (score formulas only)
 
 
 @dataclasses.dataclass(frozen=True)
 class Formula:
   name: str
-  fn: Callable
-  greedy: bool = False
-  # The statistics read (tile_stats.py): scoring computes these and only
-  # these, and checks them finite first. '{aggregation}' (or any other
-  # hparam in braces) is filled from the run's hparams: 'entropy/{aggregation}'.
-  reads: tuple[str, ...] = ('pred_iou',)
+  pick: Callable[[Any, SelectionContext], Picks]
+  # The statistics read (tile_stats.py). '{aggregation}' (or any other
+  # hparam in braces) is filled from the run's hparams.
+  reads: tuple[str, ...]
   needs_reference: bool = False  # wants ctx.reference_embedding filled
   needs_mc: bool = False  # wants MC-dropout statistics ('bald/*', 'mc_variance/*')
+  source: Callable | None = None  # the user's function, as registered
 
   def stat_names(self, hparams: dict[str, Any]) -> tuple[str, ...]:
     """``reads`` with the hparams filled in."""
@@ -60,17 +75,55 @@ class Formula:
                            f'hparam ({e}); known: {sorted(hparams)}') from None
 
 
+def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks]:
+  """A score formula as a picker: the k selectable tiles of highest score,
+  ties broken by the smaller tile id (independent of pool order)."""
+
+  def pick(stats, ctx: SelectionContext) -> Picks:
+    scores = np.asarray(score(stats, ctx), np.float64)
+    if scores.shape != (len(stats),):
+      raise SelectionError(f'priority formula {name!r} returned shape {scores.shape}, '
+                           f'expected ({len(stats)},)')
+    bad = ~np.isfinite(scores) & ctx.selectable
+    if bad.any():
+      raise SelectionError(f'priority formula {name!r} gave non-finite priorities for '
+                           f'{int(bad.sum())} tiles (ids {stats.ids[bad][:5].tolist()})')
+    candidates = np.flatnonzero(ctx.selectable)
+    order = np.lexsort((stats.ids[candidates], -scores[candidates]))
+    positions = candidates[order[:ctx.k]]
+    return Picks(positions, scores[positions], scores)
+
+  return pick
+
+
 _REGISTRY: dict[str, Formula] = {}
 
 
-def register(name: str, *, greedy: bool = False, reads: tuple[str, ...] = ('pred_iou',),
-             needs_reference: bool = False, needs_mc: bool = False) -> Callable:
-  """Decorator: ``@register('my_formula', reads=('entropy',))``."""
+def _add(formula: Formula) -> None:
+  old = _REGISTRY.get(formula.name)
+  if old is not None and old.source is not formula.source:
+    raise ValueError(f'priority formula {formula.name!r} is already registered')
+  _REGISTRY[formula.name] = formula
+
+
+def register(name: str, *, reads: tuple[str, ...], needs_reference: bool = False,
+             needs_mc: bool = False) -> Callable:
+  """Decorator for a score formula ``f(stats, ctx) -> [N] scores``:
+  ``@register('my_formula', reads=('entropy',))``."""
 
   def wrap(fn: Callable) -> Callable:
-    if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-      raise ValueError(f'priority formula {name!r} is already registered')
-    _REGISTRY[name] = Formula(name, fn, greedy, tuple(reads), needs_reference, needs_mc)
+    _add(Formula(name, top_k(name, fn), tuple(reads), needs_reference, needs_mc, fn))
+    return fn
+
+  return wrap
+
+
+def register_picker(name: str, *, reads: tuple[str, ...], needs_reference: bool = False,
+                    needs_mc: bool = False) -> Callable:
+  """Decorator for a formula that picks itself: ``f(stats, ctx) -> Picks``."""
+
+  def wrap(fn: Callable) -> Callable:
+    _add(Formula(name, fn, tuple(reads), needs_reference, needs_mc, fn))
     return fn
 
   return wrap
@@ -81,7 +134,8 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Formula:
-  """A registered formula, or ``'module:function'`` imported on demand."""
+  """A registered formula, or ``'module:function'``: the module is imported
+  (its decorators register the function) and the function looked up."""
   if name in _REGISTRY:
     return _REGISTRY[name]
   if ':' in name:
@@ -93,9 +147,11 @@ def get(name: str) -> Formula:
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
       raise SelectionError(f'priority formula {name!r}: module {module_name!r} has no function {attr!r}')
-    registered = [f for f in _REGISTRY.values() if f.fn is fn]
+    registered = [f for f in _REGISTRY.values() if f.source is fn]
     if registered:
       return registered[0]
-    return Formula(name, fn, reads=('pred_iou', 'entropy', 'fg_fraction', 'embedding', 'pred_loss'))
+    raise SelectionError(f'priority formula {name!r} is not registered, so what it reads is unknown; '
+                         f"decorate it with @priojax.priority.register('<name>', reads=(...)) in "
+                         f'module {module_name!r}')
   raise SelectionError(f'unknown priority formula {name!r}; registered: {", ".join(names())} '
                        "(or give 'module:function')")

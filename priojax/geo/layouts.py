@@ -28,9 +28,9 @@ import shapely.geometry
 import shapely.wkt
 from affine import Affine
 
-from priojax.data.geo import WGS84
+from priojax.geo.raster import WGS84
 from priojax.errors import DataError
-from priojax.state import atomic_write_text
+from priojax.atomic_io import atomic_path, atomic_write_text
 
 _SPACENET_IMAGE_DIRS = ('PS-RGB', 'PAN', 'RGB-PanSharpen', 'PS-MS', 'MS')
 _SPACENET_LABEL_DIRS = ('geojson_buildings', 'geojson/buildings')
@@ -106,16 +106,16 @@ def convert_xbd_pair(image: pathlib.Path, label: pathlib.Path, out_dir: pathlib.
       data = src.read()
   except rasterio.errors.RasterioIOError as e:
     raise DataError(f'{image}: not a readable image ({str(e).splitlines()[0]})') from None
-  tmp = tif.with_name(f'.{tif.name}.tmp')
-  with rasterio.open(tmp, 'w', driver='GTiff', height=data.shape[1], width=data.shape[2],
-                     count=data.shape[0], dtype=data.dtype, crs=WGS84, transform=transform) as dst:
-    dst.write(data)
   features = [{'type': 'Feature', 'properties': {},
                'geometry': shapely.geometry.mapping(shapely.affinity.affine_transform(
                    p, [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]))}
               for p in xy]
+  # The GeoJSON first: the GeoTIFF's mtime says the pair is complete.
   atomic_write_text(geojson, json.dumps({'type': 'FeatureCollection', 'features': features}))
-  tmp.replace(tif)
+  with atomic_path(tif) as tmp, rasterio.open(
+      tmp, 'w', driver='GTiff', height=data.shape[1], width=data.shape[2], count=data.shape[0],
+      dtype=data.dtype, crs=WGS84, transform=transform) as dst:
+    dst.write(data)
   return {'id': image.stem, 'image': str(tif), 'labels': str(geojson)}
 
 

@@ -32,7 +32,7 @@ import pathlib
 
 import yaml
 
-from priojax.data import layouts
+from priojax.geo import layouts
 from priojax.errors import DataError
 
 REGIONS = ('source', 'target_pool', 'target_test')

@@ -18,7 +18,6 @@ Every file is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -28,22 +27,16 @@ import rasterio.warp
 from affine import Affine
 from rasterio.crs import CRS
 
-from priojax.data.geo import WGS84
-from priojax.state import atomic_write_text
-
-
-def _atomic_path(path: pathlib.Path) -> pathlib.Path:
-  return path.with_name(f'.{path.name}.tmp')
+from priojax.geo.raster import WGS84
+from priojax.atomic_io import atomic_path, atomic_write_text
 
 
 def write_geotiff(path: pathlib.Path, data: np.ndarray, crs, transform, nodata=None) -> None:
   """``data`` is [bands, H, W]."""
-  tmp = _atomic_path(path)
   profile = dict(driver='GTiff', height=data.shape[1], width=data.shape[2], count=data.shape[0],
                  dtype=data.dtype, crs=crs, transform=transform, nodata=nodata)
-  with rasterio.open(tmp, 'w', **profile) as dst:
+  with atomic_path(path) as tmp, rasterio.open(tmp, 'w', **profile) as dst:
     dst.write(data)
-  os.replace(tmp, path)
 
 
 def write_geojson(path: pathlib.Path, features: list[dict]) -> None:
@@ -101,7 +94,7 @@ def _heatmap(path, name, scene, records, priority, overlap) -> None:
   for (row, col, _, _), value in zip(windows, priority[in_scene]):
     r, c = min(rows - 1, int(round(row / stride))), min(cols - 1, int(round(col / stride)))
     grid[0, r, c] = max(value, np.nan_to_num(grid[0, r, c], nan=-np.inf))
-  transform = Affine(*scene['transform']) * Affine.scale(stride)
+  transform = Affine(*scene['transform']) @ Affine.scale(stride)
   write_geotiff(path, grid, CRS.from_wkt(scene['crs']), transform, nodata=float('nan'))
 
 

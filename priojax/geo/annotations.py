@@ -25,18 +25,17 @@ combined file, any pool chip): the usual sign of a wrong CRS.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from absl import logging
 from affine import Affine
 from rasterio.crs import CRS
 
-from priojax.data import geo
+from priojax.geo import raster as geo
 from priojax.data.pool import TileSource
 from priojax.errors import DataError
-from priojax.export import text
-from priojax.state import Workdir, atomic_write_bytes, atomic_write_json
+from priojax.geo.export import text
+from priojax.atomic_io import atomic_write_json, atomic_write_npz
+from priojax.workdir import Workdir
 
 
 class AwaitingLabels(Exception):
@@ -67,7 +66,7 @@ class HumanOracle:
 
   def _stored_masks(self) -> dict[int, np.ndarray]:
     masks = {}
-    for path in sorted((self.workdir.path / 'labels').glob('round_*.npz')):
+    for path in self.workdir.imported_label_files():
       with np.load(path) as f:
         masks.update({int(i): m for i, m in zip(f['ids'], f['masks'])})
     return masks
@@ -87,9 +86,9 @@ class HumanOracle:
     from 'outside every chip')."""
     if self._pool_boxes is None:
       boxes: dict[str, list] = {}
-      for batch in self.pool.batches(256, fields=('scene', 'transform', 'window')):
-        for scene, t, w in zip(batch['scene'], batch['transform'], batch['window']):
-          boxes.setdefault(text(scene), []).append(_chip_bounds(Affine(*t), int(w[2])))
+      cols = self.pool.columns(('scene', 'transform', 'window'))
+      for scene, t, w in zip(cols['scene'], cols['transform'], cols['window']):
+        boxes.setdefault(text(scene), []).append(_chip_bounds(Affine(*t), int(w[2])))
       self._pool_boxes = {k: np.asarray(v) for k, v in boxes.items()}
     return self._pool_boxes
 
@@ -156,10 +155,9 @@ class HumanOracle:
     atomic_write_json(self.workdir.export(round_index) / 'import_report.json', report)
     for name, counts in report.items():
       logging.warning('%s: %s', folder / name, ', '.join(f'{n} {what}' for what, n in counts.items()))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, ids=np.asarray(ids, np.int64), masks=masks)
     self.workdir.imported_labels(round_index).parent.mkdir(exist_ok=True)
-    atomic_write_bytes(self.workdir.imported_labels(round_index), buf.getvalue())
+    atomic_write_npz(self.workdir.imported_labels(round_index),
+                     {'ids': np.asarray(ids, np.int64), 'masks': masks}, compressed=True)
     return {**chips, 'mask': masks}, sources
 
   def _report_combined(self, path, ids, chips, size, note, footprints) -> None:

@@ -14,9 +14,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from priojax.data import geo
+from priojax import rngs
+from priojax.geo import raster as geo
 from priojax.data.builders import prepare, tile_features
-from priojax.data.manifest import Manifest, load_manifest
+from priojax.geo.manifest import Manifest, load_manifest
 from priojax.errors import DataError
 
 SPLITS = ('source_train', 'source_val', 'target_pool', 'target_test')
@@ -39,15 +40,19 @@ def make_geo_config(manifest: Manifest, *, tile_size: int, source_val_fraction: 
                         source_val_fraction=float(source_val_fraction), seed=int(seed))
 
 
-def is_source_val(seed: int, chip_id: int, fraction: float) -> bool:
-  return bool(np.random.default_rng([seed, int(chip_id), 7919]).random() < fraction)
+def source_val_chips(seed: int, chip_ids: np.ndarray, fraction: float) -> np.ndarray:
+  """Which source chips are held out for the IoU head: a draw per chip id
+  from fold_in(seed, 0, 'source_val'), so the split does not depend on the
+  scenes' order or the other chips."""
+  return rngs.tile_uniforms(seed, 'source_val', chip_ids) < fraction
 
 
 class GeoChips(tfds.core.GeneratorBasedBuilder):
   """Chips of GeoTIFF scenes with rasterised building footprints."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Chips with window, transform and per-scene CRS and statistics.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Chips with window, transform and per-scene CRS and statistics.',
+                   '1.1.0': "Source-val split drawn from fold_in(seed, 0, 'source_val') per chip id."}
   BUILDER_CONFIGS = [GeoChipsConfig(name='default')]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -89,15 +94,19 @@ class GeoChips(tfds.core.GeneratorBasedBuilder):
         footprints = geo.load_footprints(spec.labels, src.crs) if spec.labels else None
         if footprints is not None and footprints.skipped:
           logging.warning('%s: footprints not used or repaired: %s', spec.labels, footprints.skipped)
+        n_chips = len(geo.chip_windows(src.height, src.width, cfg.tile_size, manifest.overlap))
+        if n_chips > CHIPS_PER_SCENE:
+          raise DataError(f'{spec.image}: more than {CHIPS_PER_SCENE} chips; use larger chips')
+        first_id = meta['index'] * CHIPS_PER_SCENE
+        wanted = np.ones(n_chips, bool)
+        if region == 'source':  # decided before any pixel is read
+          held_out = source_val_chips(cfg.seed, first_id + np.arange(n_chips), cfg.source_val_fraction)
+          wanted = held_out if split == 'source_val' else ~held_out
         kept = 0
         for chip, window, image, valid in geo.iter_chips(src, meta['bands'], stats, cfg.tile_size,
-                                                         manifest.overlap, manifest.max_nodata):
-          if chip >= CHIPS_PER_SCENE:
-            raise DataError(f'{spec.image}: more than {CHIPS_PER_SCENE} chips; use larger chips')
-          chip_id = meta['index'] * CHIPS_PER_SCENE + chip
-          if region == 'source' and is_source_val(cfg.seed, chip_id, cfg.source_val_fraction) != (
-              split == 'source_val'):
-            continue
+                                                         manifest.overlap, manifest.max_nodata,
+                                                         wanted=lambda i: wanted[i]):
+          chip_id = first_id + chip
           transform = src.window_transform(window)
           mask = (geo.rasterize_chip(footprints, transform, cfg.tile_size) if footprints
                   else np.zeros((cfg.tile_size,) * 2, np.uint8))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -22,7 +22,6 @@ import rasterio.warp
 import shapely.errors
 import shapely.geometry
 import shapely.validation
-from rasterio._err import CPLE_BaseError  # PROJ's errors (e.g. an invalid latitude); not re-exported
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
@@ -228,7 +227,9 @@ def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
     if CRS.from_user_input(dst_crs) != crs:
       try:
         geometry = rasterio.warp.transform_geom(crs, dst_crs, geometry)
-      except (rasterio.errors.RasterioError, CPLE_BaseError, ValueError):
+      # PROJ's own errors (e.g. an invalid latitude) reach us as a class that
+      # rasterio does not export: any failure here means "cannot reproject".
+      except Exception:  # noqa: BLE001
         skip(f'cannot be reprojected from {crs.to_string()}')
         continue
     box = rasterio.features.bounds(geometry)
@@ -253,10 +254,14 @@ def rasterize_chip(footprints: Footprints, transform, size: int) -> np.ndarray:
                                      transform=transform, fill=0, dtype=np.uint8)
 
 
-def iter_chips(src, bands, stats: BandStats, size: int, overlap: int,
-               max_nodata: float) -> Iterator[tuple[int, Window, np.ndarray, float]]:
-  """(chip index, window, image, valid fraction) for each kept chip."""
+def iter_chips(src, bands, stats: BandStats, size: int, overlap: int, max_nodata: float,
+               wanted: Callable[[int], bool] = lambda index: True,
+               ) -> Iterator[tuple[int, Window, np.ndarray, float]]:
+  """(chip index, window, image, valid fraction) for each kept chip; the
+  pixels of a chip are read only when ``wanted(chip index)``."""
   for index, window in enumerate(chip_windows(src.height, src.width, size, overlap)):
+    if not wanted(index):
+      continue
     chip = read_chip(src, window, bands, stats, max_nodata)
     if chip is not None:
       yield index, window, chip[0], chip[1]
