@@ -7,7 +7,7 @@ import pytest
 
 from priojax.data import builders, synthetic
 from priojax.data.pool import TileSource
-from priojax.errors import ConfigError
+from priojax.errors import ConfigError, DataError
 
 SIZES = dict(num_source_train=30, num_source_val=8, num_target_pool=60, num_target_test=12)
 
@@ -77,5 +77,5 @@ def test_bad_builder_config_is_one_line_error():
 
 def test_unknown_ids_are_reported(tmp_path):
   src = TileSource(_load(str(tmp_path))['target_test'], 'target_test')
-  with pytest.raises(Exception, match=r'target_test: unknown tile ids \[99\]'):
+  with pytest.raises(DataError, match=r'^target_test: unknown tile ids \[99\] \(1 in all\)$'):
     src.read_ids([1, 99])

@@ -3,6 +3,7 @@
 import chex
 import hypothesis.extra.numpy as hnp
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from priojax.priority import diversity
@@ -94,7 +95,6 @@ def pytest_approx_tie(u, emb, ref, ids, got, want):
   first = int(np.flatnonzero(got != want)[0])
   _, prios = reference_greedy(u.astype(np.float64), emb.astype(np.float64), ref.astype(np.float64),
                               np.ones(len(u), bool), ids, first + 1, 1.0, 1.0)
-  assert prios is not None
   # Recompute both candidates' priority at that step in float64: they must tie.
   picks = want[:first]
   d = np.full(len(u), np.inf)
@@ -106,6 +106,7 @@ def pytest_approx_tie(u, emb, ref, ids, got, want):
   dmax = d[fin].max() if fin.any() else 0.0
   norm = np.where(np.isfinite(d), d / max(dmax, 1e-12), 1.0)
   p = u * norm
+  assert p[want[first]] == pytest.approx(prios[first])  # the recomputation is the reference's
   assert abs(p[got[first]] - p[want[first]]) < 1e-4
 
 
@@ -157,3 +158,28 @@ def test_coreset_matches_k_center_reference():
                              np.ones(25, bool), stats.ids, 6, 0.0, 1.0)
   np.testing.assert_array_equal(sel.positions, want)
   del jax
+
+
+def test_badge_draws_later_picks_with_probability_proportional_to_squared_distance():
+  """Over many keys, BADGE's second pick (after the largest-norm point)
+  follows D^2 to the first pick: a chi-square test, not the implementation's
+  own noise fed to a reference."""
+  import jax
+  from scipy import stats as scipy_stats
+
+  points = np.array([[3.0, 0.0], [2.0, 0.5], [1.0, 0.0], [0.0, 1.0], [2.5, 0.0], [1.5, 1.0]],
+                    np.float32)
+  ids = np.arange(10, 16)
+  selectable = np.array([True, True, True, True, False, True])
+  keys = jax.random.split(jax.random.key(11), 4000)
+  picks = np.asarray(jax.vmap(lambda key: diversity.kmeans_pp(points, selectable, ids, key, k=2)[0])(keys))
+  assert (picks[:, 0] == 0).all()  # the largest norm first, whatever the key
+  d2 = ((points - points[0]) ** 2).sum(1).astype(np.float64) * selectable
+  d2[0] = 0.0
+  expected = d2 / d2.sum()
+  counts = np.bincount(picks[:, 1], minlength=len(points))
+  assert counts[0] == counts[4] == 0  # never the first pick again, never an unselectable tile
+  candidates = expected > 0
+  result = scipy_stats.chisquare(counts[candidates], expected[candidates] / expected[candidates].sum()
+                                 * counts.sum())
+  assert result.pvalue > 1e-3, (counts, expected * len(keys))

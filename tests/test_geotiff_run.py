@@ -2,6 +2,7 @@
 and the per-round export for annotators."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -47,6 +48,7 @@ def test_builder_splits_and_georeference(project, tmp_path):
     ('{"scenes": [{"image": "pool.tif", "region": "target_pool"}]}', "no scene in region 'source'"),
     ('[1, 2', 'not valid YAML/JSON'),
     ('{"scenes": [{"image": "pool.tif", "region": "target_pool", "bands": ["r"]}]}', 'bands is'),
+    ('{"scenes": [{"image": "pool.tif", "region": "target_pool", "bands": [0]}]}', 'band numbers from 1'),
 ])
 def test_bad_manifests_are_one_line(project, content, pattern):
   bad = project.parent / 'bad_manifest.yaml'
@@ -93,7 +95,9 @@ def test_loop_on_geotiff_scenes_exports_the_selection(project, tmp_path, data_di
       assert np.allclose(heat.bounds, scene_bounds)
       values = heat.read(1)
       assert np.isfinite(values).sum() == 9  # one cell per scored chip
-  assert len(scenes) == 3
+  # A heat map for each pool scene, none for the source or test scenes.
+  pool_scenes = {pathlib.Path(s['image']).stem for s in scenes if s['region'] == 'target_pool'}
+  assert {p.stem.removeprefix('heatmap_') for p in out.glob('heatmap_*.tif')} == pool_scenes
 
 
 def _snapshot(root):

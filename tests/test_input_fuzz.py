@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from geo_fixtures import MERCATOR, write_project, write_scene
 from priojax import loop
-from priojax.geo.manifest import load_manifest
+from priojax.geo.manifest import REGIONS, load_manifest
 from priojax.errors import DataError
 
 FUZZ = settings(max_examples=8, deadline=None, derandomize=True,
@@ -153,9 +153,19 @@ def test_mutated_manifest_is_valid_or_one_data_error(finished, tmp_path_factory,
         (path.parent / f'{name}.{ext}').symlink_to(project / f'{name}.{ext}')
   path.write_text(json.dumps(obj))
   try:
-    load_manifest(path)
+    m = load_manifest(path)
   except DataError as e:
     assert str(e).startswith(f'{path}: ') and '\n' not in str(e)
+    return
+  # It loaded: everything a manifest promises the builder holds.
+  assert {s.region for s in m.scenes} == set(REGIONS)
+  assert all(s.image.is_file() and (s.labels is None or s.labels.is_file()) for s in m.scenes)
+  assert all(s.labels is not None for s in m.scenes if s.region in ('source', 'target_test'))
+  assert all(s.bands and all(type(b) is int and b >= 1 for b in s.bands) for s in m.scenes)
+  assert len({s.id for s in m.scenes}) == len(m.scenes)
+  assert m.tile_size is None or (type(m.tile_size) is int and 8 <= m.tile_size <= 4096)
+  assert 0 <= m.overlap and (m.tile_size is None or m.overlap < m.tile_size)
+  assert 0.0 <= m.max_nodata <= 1.0
 
 
 # --- annotators' files: a human-mode run waits for round 1 ------------------

@@ -56,10 +56,19 @@ def test_registry_lists_builtins():
                                         ('entropy', 'entropy')])
 @pytest.mark.parametrize('aggregation', ['mean', 'topq', 'region'])
 def test_pixel_formulas_read_their_aggregation(name, stat, aggregation):
-  stats = make_stats(np.full(9, 0.5), seed=3)
+  # Each aggregation's column ranks a different trio of tiles first (and the
+  # plain 'entropy' column yet another): the picks say which column was read.
+  stats = make_stats(np.full(12, 0.5), seed=3)
+  trios = {'mean': [2, 0, 1], 'topq': [5, 3, 4], 'region': [8, 6, 7]}
+  columns = {}
+  for agg, trio in trios.items():
+    column = np.zeros(12, np.float32)
+    column[trio] = [0.9, 0.8, 0.7]
+    columns[f'{stat}/{agg}'] = column
+  stats = stats.replace(**columns, entropy=np.where(np.arange(12) >= 9, 1.0, 0.0).astype(np.float32))
   sel = pick(name, stats, ctx(stats, 3, aggregation=aggregation))
-  want = np.argsort(-stats[f'{stat}/{aggregation}'], kind='stable')[:3]
-  np.testing.assert_array_equal(sel.ids, want)
+  assert sel.ids.tolist() == trios[aggregation]
+  np.testing.assert_allclose(sel.priorities, [0.9, 0.8, 0.7], rtol=1e-6)
 
 
 def test_learning_loss_picks_highest_predicted_loss():

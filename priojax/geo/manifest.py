@@ -111,7 +111,7 @@ def load_manifest(path: str | pathlib.Path) -> Manifest:
     if region in ('source', 'target_test') and labels is None:
       raise DataError(f'{path}: {where} is in region {region!r} and needs "labels" (a GeoJSON of footprints)')
     bands = _field(path, where, s, 'bands', list, default=default_bands)
-    if not bands or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands):
+    if not bands or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands):
       raise DataError(f'{path}: {where}.bands is {bands!r}; expected a list of band numbers from 1')
     scene_id = _field(path, where, s, 'id', str, default=image.stem)
     if scene_id in seen:
