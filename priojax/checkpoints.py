@@ -22,7 +22,10 @@ from priojax import hooks
 class _AnnouncedRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
 
   async def finalize(self, *args, **kwargs):
-    hooks.point('checkpoint_writing')
+    # Orbax finalizes each item's folder, then the step's: announce the last
+    # moment, everything written and only the step's rename left.
+    if self.get_final().name.isdigit():
+      hooks.point('checkpoint_writing')
     return await super().finalize(*args, **kwargs)
 
 
@@ -30,13 +33,15 @@ class RoundCheckpoints:
   """Orbax checkpoints, one step per round (0 = the pretrained model), each
   holding the train state and a JSON meta (ledger and metrics history)."""
 
-  def __init__(self, directory: pathlib.Path, *, read_only: bool = False):
+  def __init__(self, directory: pathlib.Path, *, read_only: bool = False, commits_rounds: bool = False):
+    """``commits_rounds``: these are the workdir's round checkpoints, whose
+    save commits a round (and announces ``checkpoint_writing``)."""
     self.directory = pathlib.Path(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None,  # a few rounds; round 0 is needed again for 'reset' fine-tuning
         create=not read_only, read_only=read_only,
         enable_async_checkpointing=False,  # save() returns only once the round is committed
-        temporary_path_class=_AnnouncedRename)
+        temporary_path_class=_AnnouncedRename if commits_rounds else None)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'meta'))
 

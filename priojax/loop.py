@@ -133,7 +133,7 @@ class Experiment:
         config.head.rank_weight, config.head.rank_margin, config.head.loss_rank_margin))
     self.oracle = self._make_oracle()
     self.source_train = self.data['source_train'].read_all()
-    self.ckpts = RoundCheckpoints(workdir.checkpoints)
+    self.ckpts = RoundCheckpoints(workdir.checkpoints, commits_rounds=True)
     self.writer = MetricsWriter(workdir)
     self._pretrained_unet = None  # for finetune.init='pretrained', read once
 

@@ -43,26 +43,11 @@ class Workdir:
     if self.path.exists() and not self.path.is_dir():
       raise WorkdirError(f'workdir {self.path}: exists and is not a directory')
     self.path.mkdir(exist_ok=True)
-
-  @property
-  def checkpoints(self) -> pathlib.Path:
-    return self.path / 'checkpoints'
-
-  @property
-  def metrics(self) -> pathlib.Path:
-    return self.path / 'metrics.jsonl'
-
-  @property
-  def tensorboard(self) -> pathlib.Path:
-    return self.path / 'tb'
-
-  @property
-  def learning_curve(self) -> pathlib.Path:
-    return self.path / 'learning_curve.png'
-
-  @property
-  def config(self) -> pathlib.Path:
-    return self.path / 'config.json'
+    self.checkpoints = self.path / 'checkpoints'
+    self.metrics = self.path / 'metrics.jsonl'
+    self.tensorboard = self.path / 'tb'
+    self.learning_curve = self.path / 'learning_curve.png'
+    self.config = self.path / 'config.json'
 
   def read_config(self) -> dict | None:
     """The recorded config, or None before the first start."""

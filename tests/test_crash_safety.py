@@ -229,3 +229,36 @@ def test_full_disk_during_fine_tuned_state_and_commit_then_resume(tmp_path, data
   name = 'selected_round_1.json'
   assert (workdir / name).read_text() == (reference / name).read_text()
   assert not list((workdir / 'checkpoints').glob('*tmp*'))  # the half-written folder is gone
+
+
+def test_checkpoint_writing_is_announced_after_the_write_and_before_the_rename(tmp_path):
+  """The kill test's 'checkpoint_writing' point rides on orbax's public
+  temporary_path_class option: if an orbax upgrade stops calling it, or calls
+  it at another moment, this fails loudly."""
+  import numpy as np
+
+  from priojax import hooks
+
+  folder = tmp_path / 'ckpts'
+  seen = []
+
+  def hook(name, info):
+    if name == 'checkpoint_writing':
+      seen.append(sorted(p.name for p in folder.iterdir()))
+      seen.append({q.name for p in folder.iterdir() for q in p.iterdir()})
+
+  ckpts = RoundCheckpoints(folder, commits_rounds=True)
+  other = RoundCheckpoints(tmp_path / 'other')  # a step's state, not a round's commit
+  hooks.add(hook)
+  try:
+    other.save(1, {'w': np.arange(4.0)}, {})
+    assert not seen
+    ckpts.save(3, {'w': np.arange(4.0)}, {'round': 3})
+  finally:
+    hooks.remove(hook)
+    other.close()
+  assert len(seen) == 2
+  assert '3' not in seen[0] and any(n.startswith('3.') for n in seen[0])  # not yet renamed ...
+  assert {'state', 'meta'} <= seen[1]  # ... but every item written
+  assert ckpts.latest_step() == 3 and ckpts.read_meta(3) == {'round': 3}
+  ckpts.close()

@@ -10,8 +10,8 @@ for ``annotations/round_<r>/`` in the workdir. Annotators return either
   assigned to the selected chips they overlap (such a file labels every
   selected chip).
 
-Rerunning the same command redoes the round's scoring and selection exactly
-(same ids), imports the polygons (reprojected to each chip's scene CRS,
+Rerunning the same command resumes the round after its persisted selection
+(the same ids; round_steps.py), imports the polygons (reprojected to each chip's scene CRS,
 repaired if self-intersecting, rasterised onto the chip's grid), stores the
 masks in ``labels/round_<r>.npz`` and continues. Polygons outside their
 chip, polygons on chips that were not selected, empty or non-polygon
