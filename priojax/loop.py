@@ -359,9 +359,9 @@ def run(config, workdir: str) -> list[dict]:
 
 def _run_rounds(exp: Experiment) -> list[dict]:
   config, wd = exp.config, exp.workdir
-  new_config = json.loads(config.to_json())
-  changed = check_same_config(wd.read_config(), new_config, wd.path)
-  if wd.read_config() != new_config:
+  old_config, new_config = wd.read_config(), json.loads(config.to_json())
+  changed = check_same_config(old_config, new_config, wd.path)
+  if old_config != new_config:
     wd.write_config(new_config)
   done, state, labelled, history = _restore_or_pretrain(exp)
   round_steps.clear_finished(wd, done)
