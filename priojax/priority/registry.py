@@ -39,12 +39,16 @@ class SelectionContext:
   reference_embedding: np.ndarray  # [M, D]: source tiles and labelled tiles
   hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-  def hparam(self, name: str) -> Any:
+  def hparam(self, name: str, default: Any = None) -> Any:
+    """The run's value, else the one default of DEFAULT_HPARAMS, else (for a
+    user formula's own hparam) ``default``."""
     if name in self.hparams:
       return self.hparams[name]
     if name in DEFAULT_HPARAMS:
       return DEFAULT_HPARAMS[name]
-    raise SelectionError(f'unknown hparam {name!r}; known: {sorted(DEFAULT_HPARAMS)}')
+    if default is None:
+      raise SelectionError(f'unknown hparam {name!r}; known: {sorted(DEFAULT_HPARAMS)}')
+    return default
 
 
 @dataclasses.dataclass(frozen=True)
