@@ -2,7 +2,6 @@
 mask aligned, the ranking loss's sign and ties, the source-replay share of
 each batch, and the IoU head learning to rank tiles it never saw."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,11 +10,9 @@ from hypothesis import given, settings, strategies as st
 
 from priojax import mesh as mesh_lib
 from priojax import tile_metrics
-from priojax.data.pool import TileSource
 from priojax.models.heads import iou_head
 from priojax.models.networks import Networks
 from priojax.models.unet import UNet
-from priojax.scoring import Scorer
 from priojax.train import Trainer, augment
 from priojax.train_losses import ranking_loss
 
