@@ -234,16 +234,14 @@ def main(argv):
         f'{", YNN eltwise fusion" if _XLA_ELTWISE.value else ""}; best of {repeats} passes per side')
   rows = [bench_family(f, mesh, torch, pool, images) for f in FAMILIES]
   rss = rss_check()
-  print()
-  print('| family | statistics | priojax end-to-end tiles/s | PyTorch end-to-end tiles/s | priojax/PyTorch '
-        '| GFLOP/tile | priojax GFLOP/s (% of nominal peak) | max abs stat diff |')
-  print('|---|---|---:|---:|---:|---:|---:|---:|')
+  timing.print_table_head(['family', 'statistics', 'priojax end-to-end tiles/s', 'PyTorch end-to-end tiles/s',
+                           'priojax/PyTorch', 'GFLOP/tile', 'priojax GFLOP/s (% of nominal peak)',
+                           'max abs stat diff'], text_columns=2)
   for r in rows:
     pt = r.get('pytorch_e2e')
     gflops = r['gflop_per_tile'] * r['priojax_e2e']
-    ratio = f"{r['priojax_e2e'] / pt:.2f}" if pt else '-'
-    print(f"| `{r['family']}` | {r['stats']} | {r['priojax_e2e']:.0f} | {f'{pt:.0f}' if pt else '-'} | "
-          f"{ratio} | {r['gflop_per_tile']:.3f} | "
+    print(f"| `{r['family']}` | {r['stats']} | {r['priojax_e2e']:.0f} | {timing.cell(pt, '.0f')} | "
+          f"{timing.ratio(r['priojax_e2e'], pt)} | {r['gflop_per_tile']:.3f} | "
           f"{gflops:.1f} ({100 * gflops / _PEAK.value:.0f} %) | {r.get('diff', float('nan')):.1e} |")
   iou = rows[0]
   if 'pytorch_model' in iou:

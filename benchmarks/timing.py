@@ -56,3 +56,20 @@ def torch_or_none():
     print('PyTorch not installed: no eager baseline (pip install -e ".[bench]", i.e. torch==2.13.0)')
     return None
   return torch
+
+
+def ratio(ours: float, theirs: float | None) -> str:
+  """A table cell: ours / theirs, or '-' where the other side did not run."""
+  return f'{ours / theirs:.2f}' if theirs else '-'
+
+
+def cell(value: float | None, spec: str) -> str:
+  return format(value, spec) if value else '-'
+
+
+def print_table_head(columns: list[str], text_columns: int = 0) -> None:
+  """A markdown table's header; columns after the first ``text_columns`` are
+  numbers, right-aligned."""
+  print()
+  print('| ' + ' | '.join(columns) + ' |')
+  print('|' + '---|' * text_columns + '---:|' * (len(columns) - text_columns))

@@ -156,14 +156,12 @@ def main(argv):
   print(f'U-Net depth {_DEPTH.value}, {_TILE.value} px tiles, batch {_BATCH.value}, upsample '
         f'{_UPSAMPLE.value}; best of {repeats} windows of {steps} steps per side, taking turns')
   rows = [bench_width(int(w), torch, steps, repeats) for w in _WIDTHS.value]
-  print()
-  print('| width | priojax train tiles/s | PyTorch train tiles/s | priojax/PyTorch | priojax GFLOP/s '
-        '(% of peak) | max abs logits diff | loss, grad-norm rel. diff |')
-  print('|---:|---:|---:|---:|---:|---:|---:|')
+  timing.print_table_head(['width', 'priojax train tiles/s', 'PyTorch train tiles/s', 'priojax/PyTorch',
+                           'priojax GFLOP/s (% of peak)', 'max abs logits diff',
+                           'loss, grad-norm rel. diff'])
   for r in rows:
     pt = r.get('pytorch')
-    ratio = f"{r['priojax'] / pt:.2f}" if pt else '-'
-    print(f"| {r['width']} | {r['priojax']:.1f} | {f'{pt:.1f}' if pt else '-'} | {ratio} | "
+    print(f"| {r['width']} | {r['priojax']:.1f} | {timing.cell(pt, '.1f')} | {timing.ratio(r['priojax'], pt)} | "
           f"{r['gflops']:.1f} ({100 * r['gflops'] / _PEAK.value:.0f} %) | "
           f"{r.get('logits_diff', float('nan')):.1e} | "
           f"{r.get('loss_rel', float('nan')):.1e}, {r.get('grad_norm_rel', float('nan')):.1e} |")

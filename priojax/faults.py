@@ -38,16 +38,20 @@ def _reached(info: dict[str, Any]) -> bool:
   return True
 
 
+_ARMED: tuple[str, int] | None = None
+
+
 def _crash(name: str, info: dict[str, Any]) -> None:
-  armed = _armed()
-  if armed == (name, info.get('round')) and _reached(info):
+  if _ARMED == (name, info.get('round')) and _reached(info):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def install() -> None:
-  """Adds the crash hook when ``PRIOJAX_CRASH_AT`` is set (checked now, so
-  a misspelt point is an error before the run starts)."""
-  if _armed() is not None:
+  """Adds the crash hook when ``PRIOJAX_CRASH_AT`` is set (read now, so a
+  misspelt point is an error before the run starts)."""
+  global _ARMED
+  _ARMED = _armed()
+  if _ARMED is not None:
     hooks.add(_crash)
   else:
     hooks.remove(_crash)

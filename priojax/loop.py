@@ -119,8 +119,8 @@ class Experiment:
     self.workdir = workdir
     self.formula = priority.get(config.priority.name)
     self.data, self.geo = load_data(config)
-    check_budget(config, len(self.data['target_pool']),
-                 config.data.manifest if self.geo is not None else 'the benchmark')
+    if self.geo is not None:  # the benchmark's pool size was checked with the config
+      check_budget(config, len(self.data['target_pool']), config.data.manifest)
     self.networks = build_networks(config)
     self.mesh = make_mesh()
     p = config.priority
@@ -289,18 +289,20 @@ class Experiment:
         self.export(state, stats, picked, r)
       return picked
 
-    folder = str(self.workdir.round_folder(r))
+    def after(out):  # the ledger with this round's labels
+      return ledger.with_entries(labelled, out['labelled'], str(self.workdir.round_folder(r)))
 
     def fine_tuned(out):
-      return self.fine_tune(state, ledger.with_entries(labelled, out['labelled'], folder), r)
+      return self.fine_tune(state, after(out), r)
 
     def evaluated(out):
       t_eval = time.perf_counter()
-      after = ledger.with_entries(labelled, out['labelled'], folder)
-      n_cal = len(ledger.ids(after, calibration=True))
+      after_round = after(out)
+      n_cal = len(ledger.ids(after_round, calibration=True))
       trained, info = out['fine_tuned']
       return check_record({
-          'round': r, 'labels': len(after), 'labels_fit': len(after) - n_cal, 'labels_calibration': n_cal,
+          'round': r, 'labels': len(after_round), 'labels_fit': len(after_round) - n_cal,
+          'labels_calibration': n_cal,
           **self.evaluate(trained), **info, 'score_seconds': out['scored'][2],
           'eval_seconds': time.perf_counter() - t_eval, 'round_seconds': time.perf_counter() - start})
 

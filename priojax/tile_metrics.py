@@ -37,7 +37,8 @@ def tile_counts(logits: jnp.ndarray, mask: jnp.ndarray, threshold: float) -> dic
 
 def predict_mask(networks: Networks, params: dict, image: jnp.ndarray) -> jnp.ndarray:
   """One uint8 tile -> its predicted building mask (uint8 0/1)."""
-  probs = jax.nn.sigmoid(networks.forward_tile(params, image)[0])
+  # The U-Net alone: the heads' inputs and outputs would be thrown away.
+  probs = jax.nn.sigmoid(networks.unet_forward(params, image)[0])
   return (probs > networks.threshold).astype(jnp.uint8)
 
 

@@ -26,7 +26,7 @@ class TileSource:
     self._source = source
     self.name = name
     self._columns: dict[str, np.ndarray] = {}
-    self._position: dict[int, int] | None = None
+    self._order: np.ndarray | None = None  # positions sorting the ids
 
   def __len__(self) -> int:
     return len(self._source)
@@ -68,21 +68,26 @@ class TileSource:
 
   def ids(self) -> np.ndarray:
     """Tile ids in storage order (read once, then cached)."""
-    if self._position is None:
+    if self._order is None:
       ids = self.columns(('id',))['id'].astype(np.int64)
-      if len(np.unique(ids)) != len(ids):
+      order = np.argsort(ids, kind='stable')
+      if (np.diff(ids[order]) == 0).any():
         raise DataError(f'{self.name}: tile ids are not unique')
-      self._columns['id'] = ids
-      self._position = {int(i): p for p, i in enumerate(ids)}
+      self._columns['id'], self._order = ids, order
     return self._columns['id']
 
   def positions_of(self, ids: Sequence[int]) -> np.ndarray:
-    self.ids()
-    unknown = [int(i) for i in ids if int(i) not in self._position]
-    if unknown:
+    """Storage positions of ``ids`` (vectorised: a whole pool's stats too)."""
+    all_ids = self.ids()
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    sorted_ids = all_ids[self._order]
+    at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
+    found = sorted_ids[at] == ids if len(sorted_ids) else np.zeros(len(ids), bool)
+    if not found.all():
+      unknown = [int(i) for i in ids[~found]]
       raise DataError(f'{self.name}: unknown tile ids {unknown[:5]}'
                       f'{" ..." if len(unknown) > 5 else ""} ({len(unknown)} in all)')
-    return np.array([self._position[int(i)] for i in ids], np.int64)
+    return self._order[at]
 
   def read_ids(self, ids: Sequence[int]) -> dict[str, np.ndarray]:
     return self.read(self.positions_of(ids))
