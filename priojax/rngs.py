@@ -10,6 +10,7 @@ tile id, so a tile's draw depends on nothing but the seed and its id.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 # Append only: a purpose's index is part of every key drawn for it.
@@ -24,21 +25,35 @@ def round_key(seed: int, round_index: int, purpose: str) -> jax.Array:
   return jax.random.fold_in(key, PURPOSES.index(purpose))
 
 
-@jax.jit
-def _uniforms(key: jax.Array, high: jax.Array, low: jax.Array) -> jax.Array:
-  return jax.vmap(lambda h, l: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, h), l)))(
-      high, low)
+def _fold_ids(draw):
+  """``draw(key, high, low)`` for each id, vmapped and jitted."""
+  return jax.jit(jax.vmap(lambda key, h, l: draw(jax.random.fold_in(jax.random.fold_in(key, h), l)),
+                          in_axes=(None, 0, 0)))
+
+
+_UNIFORMS = _fold_ids(jax.random.uniform)
+_BITS = _fold_ids(lambda key: jax.random.bits(key, dtype=jnp.uint32))
+
+
+def _per_id(fn, key: jax.Array, ids) -> np.ndarray:
+  """``fn`` over int64 ids (both 32-bit halves folded in), padded to a power
+  of two so that few shapes compile."""
+  ids = np.asarray(ids, np.int64).reshape(-1)
+  n = len(ids)
+  padded = np.zeros(1 << max(0, (n - 1).bit_length()), np.int64)
+  padded[:n] = ids
+  high = (padded >> 32).astype(np.uint32)
+  low = (padded & 0xFFFFFFFF).astype(np.uint32)
+  return np.asarray(fn(key, high, low))[:n]
+
+
+def keyed_bits(key: jax.Array, ids) -> np.ndarray:
+  """A uint32 hash of each tile id under ``key``: the same for a tile
+  wherever it stands in the pool, different under another key."""
+  return _per_id(_BITS, key, ids)
 
 
 def tile_uniforms(seed: int, purpose: str, ids) -> np.ndarray:
   """One U(0, 1) draw per tile id (int64 ids: both 32-bit halves are folded
   in) from ``round_key(seed, 0, purpose)``."""
-  ids = np.asarray(ids, np.int64).reshape(-1)
-  n = len(ids)
-  if n == 0:
-    return np.zeros(0, np.float32)
-  padded = np.zeros(1 << (n - 1).bit_length(), np.int64)  # few distinct shapes: few compiles
-  padded[:n] = ids
-  high = (padded >> 32).astype(np.uint32)
-  low = (padded & 0xFFFFFFFF).astype(np.uint32)
-  return np.asarray(_uniforms(round_key(seed, 0, purpose), high, low))[:n]
+  return _per_id(_UNIFORMS, round_key(seed, 0, purpose), ids)

@@ -1,7 +1,7 @@
 """Turning a formula's picks into the tiles to label this round.
 
 Every formula returns ``Picks`` (priority/registry.py; score formulas are
-wrapped by top-k, ties to the smaller tile id). Here, whatever the formula:
+wrapped by top-k, ties by a keyed hash of the tile id). Here, whatever the formula:
 its statistics are checked finite first, and its picks are checked to be k
 distinct selectable tiles (never a labelled tile, never one twice); k may
 not exceed what is left.

@@ -101,11 +101,15 @@ def test_entropy_picks_highest_entropy():
   np.testing.assert_array_equal(pick('entropy', stats, ctx(stats, 2)).ids, [3, 1])
 
 
-def test_ties_break_by_smallest_id_whatever_the_order():
+def test_ties_break_by_the_keyed_id_hash_whatever_the_order():
+  from priojax import rngs
+
   stats = make_stats([0.2, 0.2, 0.2, 0.9], ids=[7, 3, 5, 1])
-  np.testing.assert_array_equal(pick('iou', stats, ctx(stats, 2)).ids, [3, 5])
+  bits = rngs.keyed_bits(jax.random.fold_in(jax.random.key(0), 0x7469), [7, 3, 5])
+  want = [i for _, i in sorted(zip(bits.tolist(), [7, 3, 5]))][:2]
+  np.testing.assert_array_equal(pick('iou', stats, ctx(stats, 2)).ids, want)
   perm = np.array([2, 0, 3, 1])
-  np.testing.assert_array_equal(pick('iou', stats.take(perm), ctx(stats, 2)).ids, [3, 5])
+  np.testing.assert_array_equal(pick('iou', stats.take(perm), ctx(stats, 2)).ids, want)
 
 
 def test_never_reselects_labelled_tiles():
@@ -190,3 +194,19 @@ def test_formula_returning_wrong_shape_is_reported():
   stats = make_stats([0.5] * 5)
   with pytest.raises(SelectionError, match=r"returned shape \(2,\), expected \(5,\)"):
     pick('test_bad_shape', stats, ctx(stats, 1))
+
+
+def test_ties_fall_to_a_keyed_hash_of_the_id_not_to_storage_order():
+  """A model that predicts nothing gives every tile the same priority: the
+  picks must not be the first ids (the top-left strip of a scene)."""
+  ids = np.arange(1_000_000, 1_000_040)
+  stats = make_stats(np.ones(40), ids=ids)  # every `iou` priority is 0
+  a = pick('iou', stats, ctx(stats, 5, seed=0))
+  assert sorted(a.ids.tolist()) != ids[:5].tolist()
+  # Independent of pool order, and another key (seed or round) breaks ties otherwise.
+  perm = np.random.default_rng(1).permutation(40)
+  assert pick('iou', stats.take(perm), ctx(stats, 5, seed=0)).ids.tolist() == a.ids.tolist()
+  assert pick('iou', stats, ctx(stats, 5, seed=1)).ids.tolist() != a.ids.tolist()
+  # Ties only: a higher priority still wins.
+  better = stats.replace(pred_iou=np.where(ids == ids[-1], 0.5, 1.0).astype(np.float32))
+  assert pick('iou', better, ctx(better, 5, seed=0)).ids[0] == ids[-1]

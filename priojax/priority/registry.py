@@ -22,6 +22,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from priojax import rngs
 from priojax.errors import SelectionError
 
 # The hparams a run sets (config.priority), their defaults for a direct
@@ -79,9 +80,16 @@ class Formula:
                            f'hparam ({e}); known: {sorted(hparams)}') from None
 
 
+# Folded into the round's selection key for the tie-break hash, so that it is
+# not the key a formula itself draws from (random's per-tile uniforms).
+_TIE_BREAK = 0x7469
+
+
 def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks]:
-  """A score formula as a picker: the k selectable tiles of highest score,
-  ties broken by the smaller tile id (independent of pool order)."""
+  """A score formula as a picker: the k selectable tiles of highest score.
+  Ties go by a hash of the tile id keyed by the round's selection key, then
+  by the id: independent of pool order, and not the storage or raster order
+  that ids follow (a model that predicts nothing ties every tile)."""
 
   def pick(stats, ctx: SelectionContext) -> Picks:
     scores = np.asarray(score(stats, ctx), np.float64)
@@ -93,7 +101,9 @@ def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks
       raise SelectionError(f'priority formula {name!r} gave non-finite priorities for '
                            f'{int(bad.sum())} tiles (ids {stats.ids[bad][:5].tolist()})')
     candidates = np.flatnonzero(ctx.selectable)
-    order = np.lexsort((stats.ids[candidates], -scores[candidates]))
+    ids = stats.ids[candidates]
+    tie = rngs.keyed_bits(jax.random.fold_in(ctx.rng, _TIE_BREAK), ids)
+    order = np.lexsort((ids, tie, -scores[candidates]))
     positions = candidates[order[:ctx.k]]
     return Picks(positions, scores[positions], scores)
 
