@@ -111,7 +111,7 @@ class TorchScorer:
     lib, torch = self.lib, self.torch
     x = lib.to_input(images)
     logits, bottleneck, fine = self.model(x)
-    out = {'pred_iou': self.head(lib.head_inputs(logits, bottleneck, fine, 128))}
+    out = {'pred_iou': self.head(lib.head_inputs(x, logits, bottleneck, fine, 128))}
     probs = torch.sigmoid(logits)
     if self.family == 'entropy':
       out['entropy/mean'] = lib.pixel_entropy(probs).mean(dim=(1, 2))

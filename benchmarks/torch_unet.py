@@ -130,9 +130,17 @@ def mask_stats(logits: torch.Tensor) -> torch.Tensor:
                       torch.log1p(pred.sum(dim=(1, 2))) / np.log1p(n)], dim=1)
 
 
-def head_inputs(logits, bottleneck, fine, embed_dim: int) -> torch.Tensor:
-  return torch.cat([pooled_embedding(bottleneck, embed_dim), fine.mean(dim=(2, 3)), mask_stats(logits)],
-                   dim=1)
+def image_stats(x: torch.Tensor) -> torch.Tensor:
+  """As ``head_features.image_stats``, from the model input (``to_input``)."""
+  x = x + 0.5
+  grey = x.mean(dim=1)
+  texture = grey.diff(dim=1).abs().mean(dim=(1, 2)) + grey.diff(dim=2).abs().mean(dim=(1, 2))
+  return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3), correction=0), texture[:, None]], dim=1)
+
+
+def head_inputs(x, logits, bottleneck, fine, embed_dim: int) -> torch.Tensor:
+  return torch.cat([pooled_embedding(bottleneck, embed_dim), fine.mean(dim=(2, 3)), mask_stats(logits),
+                    image_stats(x)], dim=1)
 
 
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -86,11 +86,11 @@ def check_config(config) -> None:
   _need(config.model.dtype in _DTYPES, 'model.dtype', f'one of {_DTYPES}', config.model.dtype)
   _need(config.finetune.init in ('previous', 'pretrained'), 'finetune.init',
         "'previous' or 'pretrained'", config.finetune.init)
-  _need(config.data.kind in ('crisis_bench', 'geotiff'), 'data.kind', "'crisis_bench' or 'geotiff'",
-        config.data.kind)
+  _need(config.data.kind in DATA_KINDS, 'data.kind', ' or '.join(map(repr, DATA_KINDS)), config.data.kind)
   if config.data.kind == 'geotiff':
     _need(bool(config.data.manifest), 'data.manifest',
           "the path of a scene manifest (YAML or JSON) when data.kind='geotiff'", config.data.manifest)
+  if config.data.kind != 'crisis_bench':
     _fraction(config, 'data.source_val_fraction')
   size, depth = config.data.tile_size, config.model.depth
   _need(size % (2**depth) == 0, 'data.tile_size', f'a multiple of 2**model.depth = {2**depth}', size)
@@ -99,6 +99,11 @@ def check_config(config) -> None:
         config.priority.region)
   if config.data.kind == 'crisis_bench':
     check_budget(config, config.data.num_target_pool, 'the benchmark')
+
+
+# The embedded synthetic benchmark, a manifest of the user's scenes, the real
+# DSG imagery of Rio Grande do Sul (priojax/data/rio_grande.py).
+DATA_KINDS = ('crisis_bench', 'geotiff', 'rio_grande_dsg')
 
 
 # Fields that may change between starts of one run: extending it, moving the

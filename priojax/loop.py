@@ -32,7 +32,7 @@ from priojax import hooks, ledger, priority, rngs, round_steps, selection, tile_
 from priojax.atomic_io import atomic_write_json, disk_errors
 from priojax.checkpoints import RoundCheckpoints
 from priojax.config_checks import check_budget, check_config, check_same_config
-from priojax.data import builders, synthetic
+from priojax.data import builders, rio_grande, synthetic
 from priojax.data.pool import TileSource
 from priojax.errors import DataError, WorkdirError
 from priojax.geo import builder as geo_builder
@@ -61,13 +61,18 @@ def build_networks(config) -> Networks:
 
 
 def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
-  """Split name -> TileSource, and the scenes' metadata for GeoTIFF data."""
+  """Split name -> TileSource, and the scenes' metadata for chip data (None
+  for the synthetic benchmark)."""
   d = config.data
   if d.kind == 'geotiff':
     manifest = load_manifest(d.manifest)
     gcfg = geo_builder.make_geo_config(manifest, tile_size=d.tile_size,
                                        source_val_fraction=d.source_val_fraction, seed=config.seed)
     sources, meta = geo_builder.load_geo_chips(gcfg, d.data_dir)
+  elif d.kind == 'rio_grande_dsg':
+    rcfg = rio_grande.make_rio_grande_config(tile_size=d.tile_size, seed=config.seed,
+                                             source_val_fraction=d.source_val_fraction)
+    sources, meta = rio_grande.load_rio_grande(rcfg, d.data_dir)
   else:
     bcfg = builders.make_builder_config(
         tile_size=d.tile_size, seed=config.seed, num_source_train=d.num_source_train,
@@ -77,10 +82,16 @@ def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
   data = {name: TileSource(src, name) for name, src in sources.items()}
   for name, src in data.items():
     if len(src) == 0 and name != 'source_val':
-      where = d.manifest if d.kind == 'geotiff' else 'the benchmark'
-      raise DataError(f'{where}: split {name!r} has no chips (scenes smaller than '
+      raise DataError(f'{data_name(config)}: split {name!r} has no chips (scenes smaller than '
                       f'{d.tile_size} px, or mostly nodata?)')
   return data, meta
+
+
+def data_name(config) -> str:
+  """What the data is, for messages and titles."""
+  d = config.data
+  return {'geotiff': d.manifest, 'rio_grande_dsg': 'the Rio Grande do Sul (DSG) benchmark'}.get(
+      d.kind, 'the crisis benchmark')
 
 
 def selected_store(workdir: Workdir, round_index: int, formula: str) -> round_steps.Store:
@@ -120,7 +131,7 @@ class Experiment:
     self.formula = priority.get(config.priority.name)
     self.data, self.geo = load_data(config)
     if self.geo is not None:  # the benchmark's pool size was checked with the config
-      check_budget(config, len(self.data['target_pool']), config.data.manifest)
+      check_budget(config, len(self.data['target_pool']), data_name(config))
     self.networks = build_networks(config)
     self.mesh = make_mesh()
     p = config.priority
@@ -140,7 +151,7 @@ class Experiment:
   @property
   def title(self) -> str:
     where = (f'GeoTIFF scenes of {pathlib.Path(self.config.data.manifest).name}'
-             if self.geo is not None else 'the crisis benchmark')
+             if self.config.data.kind == 'geotiff' else data_name(self.config).removeprefix('the '))
     return f'{self.formula.name} on {where}'
 
   def _make_oracle(self):

@@ -91,7 +91,7 @@ def tile_stats(networks: Networks, params: dict, image: jnp.ndarray, tile_id: jn
   logits, aux = networks.unet_forward(params, image)
   out = {}
   if wanted & {'pred_iou', 'pred_loss'}:
-    feats = networks.head_inputs(logits, aux)
+    feats = networks.head_inputs(image, logits, aux)
     if 'pred_iou' in wanted:
       out['pred_iou'] = networks.head.apply({'params': params['head']}, feats)
     if 'pred_loss' in wanted:

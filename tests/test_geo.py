@@ -114,7 +114,7 @@ def test_invalid_and_non_polygon_geometries_are_reported(tmp_path):
 def test_not_a_geotiff(tmp_path):
   path = tmp_path / 'notes.tif'
   path.write_text('hello')
-  with pytest.raises(DataError, match=rf'^{path}: not a readable GeoTIFF'):
+  with pytest.raises(DataError, match=rf'^{path}: not a readable image'):
     geo.open_scene(path)
 
 
@@ -127,12 +127,13 @@ def test_truncated_geotiff(tmp_path, utm_scene):
       list(geo.iter_chips(src, (1,), geo.scene_statistics(src, (1,)), 32, 0, 1.0))
 
 
-def test_scene_without_crs(tmp_path):
+def test_scene_without_crs_opens_as_a_pixel_grid(tmp_path):
   path = tmp_path / 'nocrs.tif'
   with rasterio.open(path, 'w', driver='GTiff', height=8, width=8, count=1, dtype='uint8') as dst:
     dst.write(np.zeros((1, 8, 8), np.uint8))
-  with pytest.raises(DataError, match=rf'^{path}: the scene has no CRS'):
-    geo.open_scene(path)
+  with geo.open_scene(path) as src:
+    assert not geo.georeferenced(src)
+    assert geo.check_bands(path, src, None) == (1,)
 
 
 def test_missing_band(utm_scene):

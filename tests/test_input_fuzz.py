@@ -23,7 +23,7 @@ FUZZ = settings(max_examples=8, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # The documented errors (README, "Bad input").
-TRUNCATED = (r'(not a readable GeoTIFF|the scene has no CRS|cannot read pixels, the file is '
+TRUNCATED = (r'(not a readable image|cannot read pixels, the file is '
              r'truncated or corrupt)')
 PIXEL_TYPE = r'pixel type \w+; expected one of uint8, int8, uint16'
 NON_FINITE = r'band \d has NaN/inf pixels \(first at row \d+, col \d+ of the read window\) but nodata is'
@@ -145,7 +145,7 @@ def test_mutated_manifest_is_valid_or_one_data_error(finished, tmp_path_factory,
   obj = json.loads((project / 'manifest.yaml').read_text())
   scene = data.draw(st.sampled_from([None, 0, 1, 2]))
   target = obj if scene is None else obj['scenes'][scene]
-  target[data.draw(st.sampled_from(sorted(target) + ['bands', 'id', 'labels']))] = data.draw(_JUNK)
+  target[data.draw(st.sampled_from(sorted(target) + ['bands', 'id', 'labels', 'mask']))] = data.draw(_JUNK)
   path = tmp_path_factory.mktemp('manifest') / 'manifest.yaml'
   for name in ('src', 'pool', 'test'):
     for ext in ('tif', 'geojson'):
@@ -159,9 +159,11 @@ def test_mutated_manifest_is_valid_or_one_data_error(finished, tmp_path_factory,
     return
   # It loaded: everything a manifest promises the builder holds.
   assert {s.region for s in m.scenes} == set(REGIONS)
-  assert all(s.image.is_file() and (s.labels is None or s.labels.is_file()) for s in m.scenes)
-  assert all(s.labels is not None for s in m.scenes if s.region in ('source', 'target_test'))
-  assert all(s.bands and all(type(b) is int and b >= 1 for b in s.bands) for s in m.scenes)
+  assert all(s.image.is_file() and (s.label_file is None or s.label_file.is_file()) for s in m.scenes)
+  assert all(s.labels is None or s.mask is None for s in m.scenes)
+  assert all(s.label_file is not None for s in m.scenes if s.region in ('source', 'target_test'))
+  assert all(s.bands is None or s.bands and all(type(b) is int and b >= 1 for b in s.bands)
+             for s in m.scenes)
   assert len({s.id for s in m.scenes}) == len(m.scenes)
   assert m.tile_size is None or (type(m.tile_size) is int and 8 <= m.tile_size <= 4096)
   assert 0 <= m.overlap and (m.tile_size is None or m.overlap < m.tile_size)

@@ -65,12 +65,13 @@ def test_head_inputs_and_prediction_range():
   embedding = tile_stats.tile_stats(net, params, image, jnp.uint32(0), jax.random.key(0),
                                     tile_stats.StatsSpec.of(('embedding',)))['embedding']
   chex.assert_shape(logits, (32, 32))
-  # bottleneck (16 ch pooled to 8) + finest decoder (4) + mask statistics
-  chex.assert_shape(feats, (8 + 4 + head_features.NUM_MASK_STATS,))
+  # bottleneck (16 ch pooled to 8) + finest decoder (4) + mask and image statistics
+  n_in = 8 + 4 + head_features.NUM_MASK_STATS + head_features.NUM_IMAGE_STATS
+  chex.assert_shape(feats, (n_in,))
   chex.assert_shape(embedding, (8,))
   assert 0.0 <= float(pred) <= 1.0
   head_params = params['head']
-  assert _count(head_params) == (19 * 8 + 8) + (8 * 8 + 8) + (8 + 1)
+  assert _count(head_params) == (n_in * 8 + 8) + (8 * 8 + 8) + (8 + 1)
 
 
 def test_head_inputs_stop_gradient_into_unet():
@@ -81,6 +82,15 @@ def test_head_inputs_stop_gradient_into_unet():
   assert all(float(jnp.abs(g).sum()) == 0.0 for g in jax.tree.leaves(grads['loss_head']))
   assert all(float(jnp.abs(g).sum()) == 0.0 for g in jax.tree.leaves(grads['unet']))
   assert any(float(jnp.abs(g).sum()) > 0.0 for g in jax.tree.leaves(grads['head']))
+
+
+def test_image_stats_against_numpy():
+  image = np.random.default_rng(1).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+  x = image / 255.0
+  grey = x.mean(-1)
+  texture = np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()
+  expected = np.concatenate([x.mean((0, 1)), x.std((0, 1)), [texture]])
+  chex.assert_trees_all_close(head_features.image_stats(jnp.asarray(image)), expected, rtol=1e-5)
 
 
 def test_pooled_embedding_caps_dimension():

@@ -59,7 +59,7 @@ def test_evaluate_tiles_counts(setup):
   out = Scorer(net, mesh_lib.make_mesh(), batch_size=4).evaluate_tiles(params, TileSource(records, 'test'))
   np.testing.assert_array_equal(out['true_area'], [r['mask'].sum() for r in records])
   assert (out['intersection'] <= out['union']).all()
-  chex.assert_shape(out['head_inputs'], (5, 8 + 4 + 7))
+  chex.assert_shape(out['head_inputs'], (5, 8 + 4 + 7 + 7))
 
 
 class CountingSource:
@@ -188,3 +188,55 @@ def test_scorers_of_one_configuration_share_one_traced_function(setup):
   again = Scorer(net, mesh_lib.make_mesh(), batch_size=4, spec=StatsSpec.of(('entropy/topq', 'pred_iou')))
   again.score(params, TileSource(records, 'pool'))
   assert again.traces == first.traces == max(before, 1)
+
+
+def _blind_unet(params: dict) -> dict:
+  """The U-Net's output layer set to predict no building anywhere (the state
+  of a model that learnt nothing on new imagery)."""
+  out = jax.tree.map(np.asarray, params)
+  last = max((k for k in out['unet'] if k.startswith('Conv_')), key=lambda k: int(k.split('_')[1]))
+  out['unet'][last] = {'kernel': np.zeros_like(out['unet'][last]['kernel']),
+                       'bias': np.full_like(out['unet'][last]['bias'], -20.0)}
+  return out
+
+
+def test_head_of_a_model_that_predicts_nothing_still_ranks_tiles_with_buildings_first():
+  """Every predicted mask is empty, so the mask statistics are the same on
+  every tile: the head must read the image to predict IoU 1 for empty ground
+  and a low IoU where buildings are missed; the priorities must not tie and
+  fall back to the first ids."""
+  from priojax import priority, selection
+  from priojax.data import synthetic
+  from priojax.tile_metrics import smoothed_iou
+  from priojax.train import Trainer
+
+  net = Networks(UNet(depth=2, width=8), iou_head(16), embed_dim=16)
+  params = _blind_unet(net.init(jax.random.key(0), 32))
+  mesh = mesh_lib.make_mesh()
+
+  def tiles(split, n):
+    made = [synthetic.make_tile(0, split, i, 32) for i in range(n)]
+    return [{'id': np.int64(i), 'image': t.image, 'mask': t.mask} for i, t in enumerate(made)]
+
+  scorer = Scorer(net, mesh, batch_size=16, iou_smoothing=4.0)
+  calibration = scorer.evaluate_tiles(params, TileSource(tiles('target_test', 96), 'calibration'))
+  trainer = Trainer(net, mesh)
+  state, _ = trainer.fit_head(trainer.init_state(params), [calibration], steps=300, batch_size=32,
+                              learning_rate=3e-3, rng=jax.random.key(1))
+  pool_records = tiles('target_pool', 64)
+  pool = TileSource(pool_records, 'pool')
+  stats = scorer.score(state.params, pool)
+  truth = scorer.evaluate_tiles(state.params, pool)
+  assert truth['pred_area'].sum() == 0  # the model really predicts nothing
+  true_iou = np.asarray(smoothed_iou(truth['intersection'], truth['union'], 4.0))
+  assert np.ptp(stats.pred_iou) > 0.1
+  from priojax.tile_metrics import spearman
+  assert spearman(stats.pred_iou, true_iou) > 0.4
+
+  k = 8
+  ctx = priority.SelectionContext(k=k, rng=jax.random.key(2), selectable=np.ones(len(pool), bool),
+                                  reference_embedding=np.zeros((0, 0), np.float32))
+  picked = selection.select(priority.get('iou'), stats, ctx)
+  assert sorted(picked.ids.tolist()) != list(range(k))
+  has_buildings = np.array([r['mask'].any() for r in pool_records])
+  assert has_buildings[np.isin(stats.ids, picked.ids)].mean() > has_buildings.mean()

@@ -12,6 +12,8 @@ for ``annotations/round_<r>/`` in the workdir. Annotators return either
 
 Rerunning the same command resumes the round after its persisted selection
 (the same ids; round_steps.py), imports the polygons (reprojected to each chip's scene CRS,
+or, for a scene without georeference, read in its pixel coordinates as the
+exported predictions are,
 repaired if self-intersecting, rasterised onto the chip's grid), stores the
 masks in ``labels/round_<r>.npz`` and continues. Polygons outside their
 chip, polygons on chips that were not selected, empty or non-polygon
@@ -28,12 +30,11 @@ from __future__ import annotations
 import numpy as np
 from absl import logging
 from affine import Affine
-from rasterio.crs import CRS
 
 from priojax.geo import raster as geo
 from priojax.data.pool import TileSource
 from priojax.errors import DataError
-from priojax.geo.export import text
+from priojax.geo.export import scene_crs, text
 from priojax.atomic_io import atomic_write_json, atomic_write_npz
 from priojax.workdir import Workdir
 
@@ -125,7 +126,7 @@ class HumanOracle:
 
     def footprints(path, crs) -> geo.Footprints:
       # A combined file covers every chip: parse and reproject it once per scene CRS.
-      key = (path, crs.to_wkt())
+      key = (path, crs.to_wkt() if crs else None)
       if key not in loaded:
         loaded[key] = geo.load_footprints(path, crs)
       return loaded[key]
@@ -133,7 +134,7 @@ class HumanOracle:
     for rank, chip_id in enumerate(ids):
       scene = text(chips['scene'][rank])
       transform = Affine(*chips['transform'][rank])
-      crs = CRS.from_wkt(self.scenes[scene]['crs'])
+      crs = scene_crs(self.scenes[scene])
       box = _chip_bounds(transform, size)
       own = per_chip.get(chip_id)
       for path in ([own] if own else []) + combined:
@@ -168,7 +169,7 @@ class HumanOracle:
     for scene, meta in self.scenes.items():
       if meta['region'] != 'target_pool':
         continue
-      fp = footprints(path, CRS.from_wkt(meta['crs']))
+      fp = footprints(path, scene_crs(meta))
       if valid is None:  # skipped/repaired counts do not depend on the target CRS
         n = fp.n_features
         on_selected, on_pool, valid = (np.zeros(n, bool) for _ in range(3))
@@ -207,7 +208,7 @@ def _check_own_file(path, chip_id: int, fp: geo.Footprints, inside: np.ndarray, 
   if len(fp.geometries) and not inside.any():
     raise DataError(f'{path}: none of its {len(fp.geometries)} polygons overlaps chip {chip_id}; '
                     f'expected the buildings of that chip (is the file\'s CRS right? the polygons '
-                    f'were reprojected to the chip\'s {crs.to_string()})')
+                    f'were reprojected to the chip\'s {crs.to_string() if crs else "pixel grid"})')
 
 
 def _any_overlap(bounds: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -1,13 +1,16 @@
-"""TFDS builder of chips cut from a user's GeoTIFF scenes (see manifest.py).
+"""TFDS builder of chips cut from a user's scenes (see manifest.py).
 
 Each chip keeps its scene id, window, affine transform (and, in the
 dataset's metadata, its scene's CRS and band statistics), so that a selected
-chip can be written back as a georeferenced file. Chip ids are
-``scene_index * 1_000_000 + chip_index`` in manifest order.
+chip can be written back as a georeferenced file. A scene without
+georeference has CRS ``None`` in the metadata and its chips' transforms are
+pixel grids. Chip ids are ``scene_index * 1_000_000 + chip_index`` in
+manifest order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -50,9 +53,10 @@ def source_val_chips(seed: int, chip_ids: np.ndarray, fraction: float) -> np.nda
 class GeoChips(tfds.core.GeneratorBasedBuilder):
   """Chips of GeoTIFF scenes with rasterised building footprints."""
 
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {'1.0.0': 'Chips with window, transform and per-scene CRS and statistics.',
-                   '1.1.0': "Source-val split drawn from fold_in(seed, 0, 'source_val') per chip id."}
+                   '1.1.0': "Source-val split drawn from fold_in(seed, 0, 'source_val') per chip id.",
+                   '1.2.0': 'Raster masks, scenes without georeference, bands chosen by band count.'}
   BUILDER_CONFIGS = [GeoChipsConfig(name='default')]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -68,16 +72,26 @@ class GeoChips(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    manifest = load_manifest(self.builder_config.manifest)
+    return self._manifest_splits(load_manifest(self.builder_config.manifest))
+
+  def _manifest_splits(self, manifest: Manifest) -> dict:
+    """Checks every scene (and its mask) before any chip is written."""
     scenes = {}
     for index, spec in enumerate(manifest.scenes):
       with geo.open_scene(spec.image) as src:
         bands = geo.check_bands(spec.image, src, spec.bands)
+        if spec.labels is not None and not geo.georeferenced(src):
+          raise DataError(f'{spec.image}: the image has no georeference, so the footprints of '
+                          f'{spec.labels} cannot be placed on it; expected a georeferenced image '
+                          'or a raster "mask:"')
+        if spec.mask is not None:
+          geo.open_mask(spec.mask, src).close()
         stats = geo.scene_statistics(src, bands)
         scenes[spec.id] = {
             'index': index, 'region': spec.region, 'image': str(spec.image),
-            'labels': str(spec.labels) if spec.labels else None, 'bands': list(bands),
-            'crs': src.crs.to_wkt(), 'height': src.height, 'width': src.width,
+            'labels': str(spec.label_file) if spec.label_file else None, 'bands': list(bands),
+            'crs': src.crs.to_wkt() if geo.georeferenced(src) else None,
+            'height': src.height, 'width': src.width,
             'transform': list(src.transform)[:6], 'stats': stats.to_json()}
     self.info.metadata['scenes'] = scenes
     self.info.metadata['overlap'] = manifest.overlap
@@ -90,10 +104,11 @@ class GeoChips(tfds.core.GeneratorBasedBuilder):
     for spec in manifest.region(region):
       meta = scenes[spec.id]
       stats = geo.BandStats(tuple(meta['stats']['low']), tuple(meta['stats']['high']))
-      with geo.open_scene(spec.image) as src:
+      with geo.open_scene(spec.image) as src, contextlib.ExitStack() as files:
         footprints = geo.load_footprints(spec.labels, src.crs) if spec.labels else None
         if footprints is not None and footprints.skipped:
           logging.warning('%s: footprints not used or repaired: %s', spec.labels, footprints.skipped)
+        mask_src = files.enter_context(geo.open_mask(spec.mask, src)) if spec.mask else None
         n_chips = len(geo.chip_windows(src.height, src.width, cfg.tile_size, manifest.overlap))
         if n_chips > CHIPS_PER_SCENE:
           raise DataError(f'{spec.image}: more than {CHIPS_PER_SCENE} chips; use larger chips')
@@ -108,11 +123,15 @@ class GeoChips(tfds.core.GeneratorBasedBuilder):
                                                          wanted=lambda i: wanted[i]):
           chip_id = first_id + chip
           transform = src.window_transform(window)
-          mask = (geo.rasterize_chip(footprints, transform, cfg.tile_size) if footprints
-                  else np.zeros((cfg.tile_size,) * 2, np.uint8))
+          if mask_src is not None:
+            mask = geo.read_mask_chip(mask_src, window)
+          elif footprints is not None:
+            mask = geo.rasterize_chip(footprints, transform, cfg.tile_size)
+          else:
+            mask = np.zeros((cfg.tile_size,) * 2, np.uint8)
           kept += 1
           yield chip_id, {
-              'id': chip_id, 'image': image, 'mask': mask, 'has_label': footprints is not None,
+              'id': chip_id, 'image': image, 'mask': mask, 'has_label': spec.label_file is not None,
               'scene': spec.id,
               'window': np.array([window.row_off, window.col_off, window.height, window.width], np.int64),
               'transform': np.array(list(transform)[:6], np.float64), 'valid_fraction': valid}

@@ -12,6 +12,12 @@
   per chip stride, holding the chip's priority (NaN where no chip was scored),
   in the scene's CRS: it opens in QGIS over the imagery.
 
+Chips of a scene without georeference are not given a fake CRS: they are
+written as ``chips/<id>.png``, their predicted polygons are in the scene's
+pixel coordinates (x = column, y = row), they are listed with their pixel
+windows in ``selected_pixels.json`` instead of ``selected.geojson``, the heat
+map's grid is in pixels, and ``NOT_GEOREFERENCED.txt`` says so.
+
 Every file is written to a temporary name and renamed into place.
 """
 
@@ -31,10 +37,18 @@ from priojax.geo.raster import WGS84
 from priojax.atomic_io import atomic_path, atomic_write_text
 
 
-def write_geotiff(path: pathlib.Path, data: np.ndarray, crs, transform, nodata=None) -> None:
+def scene_crs(scene: dict) -> CRS | None:
+  """A scene's CRS from the dataset metadata; None: not georeferenced."""
+  return CRS.from_wkt(scene['crs']) if scene.get('crs') else None
+
+
+def write_geotiff(path: pathlib.Path, data: np.ndarray, crs, transform, nodata=None,
+                  driver: str = 'GTiff') -> None:
   """``data`` is [bands, H, W]."""
-  profile = dict(driver='GTiff', height=data.shape[1], width=data.shape[2], count=data.shape[0],
+  profile = dict(driver=driver, height=data.shape[1], width=data.shape[2], count=data.shape[0],
                  dtype=data.dtype, crs=crs, transform=transform, nodata=nodata)
+  if crs is None:  # no georeference: no transform either (GDAL would warn)
+    profile.pop('crs'), profile.pop('transform')
   with atomic_path(path) as tmp, rasterio.open(tmp, 'w', **profile) as dst:
     dst.write(data)
 
@@ -50,10 +64,11 @@ def chip_outline(transform: Affine, size: int, crs) -> dict:
 
 
 def mask_polygons(mask: np.ndarray, transform: Affine, crs) -> list[dict]:
-  """Predicted buildings as WGS84 polygons."""
+  """Predicted buildings as WGS84 polygons (scene pixel coordinates when ``crs`` is None)."""
   shapes = rasterio.features.shapes(mask.astype(np.uint8), mask=mask > 0, transform=transform)
   return [{'type': 'Feature', 'properties': {'building': 1},
-           'geometry': rasterio.warp.transform_geom(crs, WGS84, geom)} for geom, _ in shapes]
+           'geometry': geom if crs is None else rasterio.warp.transform_geom(crs, WGS84, geom)}
+          for geom, _ in shapes]
 
 
 def export_round(directory: pathlib.Path, *, scenes: dict, selected: dict, pred_masks: np.ndarray,
@@ -64,24 +79,45 @@ def export_round(directory: pathlib.Path, *, scenes: dict, selected: dict, pred_
   directory.mkdir(parents=True, exist_ok=True)
   (directory / 'chips').mkdir(exist_ok=True)
   (directory / 'predictions').mkdir(exist_ok=True)
-  outlines = []
+  outlines, in_pixels = [], []
   for rank, chip_id in enumerate(selected['id']):
     scene = scenes[text(selected['scene'][rank])]
-    crs = CRS.from_wkt(scene['crs'])
+    crs = scene_crs(scene)
     transform = Affine(*selected['transform'][rank])
     size = selected['image'].shape[1]
-    write_geotiff(directory / 'chips' / f'{int(chip_id)}.tif',
-                  np.ascontiguousarray(selected['image'][rank].transpose(2, 0, 1)), crs, transform)
+    image = np.ascontiguousarray(selected['image'][rank].transpose(2, 0, 1))
+    if crs is None:
+      write_geotiff(directory / 'chips' / f'{int(chip_id)}.png', image, None, None, driver='PNG')
+    else:
+      write_geotiff(directory / 'chips' / f'{int(chip_id)}.tif', image, crs, transform)
     write_geojson(directory / 'predictions' / f'{int(chip_id)}.geojson',
                   mask_polygons(pred_masks[rank], transform, crs))
-    outlines.append({'type': 'Feature', 'geometry': chip_outline(transform, size, crs), 'properties': {
-        'id': int(chip_id), 'scene': text(selected['scene'][rank]), 'rank': rank + 1,
-        'priority': float(priorities[rank]), 'pred_iou': float(pred_iou[rank])}})
-  write_geojson(directory / 'selected.geojson', outlines)
+    properties = {'id': int(chip_id), 'scene': text(selected['scene'][rank]), 'rank': rank + 1,
+                  'priority': float(priorities[rank]), 'pred_iou': float(pred_iou[rank])}
+    if crs is None:
+      in_pixels.append({**properties, 'window': [int(v) for v in selected['window'][rank]]})
+    else:
+      outlines.append({'type': 'Feature', 'geometry': chip_outline(transform, size, crs),
+                       'properties': properties})
+  if outlines:
+    write_geojson(directory / 'selected.geojson', outlines)
+  if in_pixels:
+    atomic_write_text(directory / 'selected_pixels.json', json.dumps(in_pixels, indent=1))
+    atomic_write_text(directory / 'NOT_GEOREFERENCED.txt', NOT_GEOREFERENCED.format(
+        scenes=', '.join(sorted({c['scene'] for c in in_pixels}))))
   for name, scene in scenes.items():
     if scene['region'] == 'target_pool':
       _heatmap(directory / f'heatmap_{name}.tif', name, scene, pool_records, pool_priority, overlap)
   return directory
+
+
+NOT_GEOREFERENCED = """\
+These chips are not georeferenced: their scenes ({scenes}) have no CRS.
+chips/<id>.png are plain images; selected_pixels.json gives each chip's
+window in its scene as [row, col, height, width] pixels; predictions/<id>.geojson
+and the heat maps of these scenes are in scene pixel coordinates
+(x = column, y = row), not on a map.
+"""
 
 
 def _heatmap(path, name, scene, records, priority, overlap) -> None:
@@ -94,8 +130,9 @@ def _heatmap(path, name, scene, records, priority, overlap) -> None:
   for (row, col, _, _), value in zip(windows, priority[in_scene]):
     r, c = min(rows - 1, int(round(row / stride))), min(cols - 1, int(round(col / stride)))
     grid[0, r, c] = max(value, np.nan_to_num(grid[0, r, c], nan=-np.inf))
+  crs = scene_crs(scene)
   transform = Affine(*scene['transform']) @ Affine.scale(stride)
-  write_geotiff(path, grid, CRS.from_wkt(scene['crs']), transform, nodata=float('nan'))
+  write_geotiff(path, grid, crs, transform, nodata=float('nan'))
 
 
 def text(value) -> str:

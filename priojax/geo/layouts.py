@@ -4,6 +4,10 @@
   GeoTIFFs and ``geojson_buildings/`` (or ``geojson/buildings/``) label files,
   matched by the image id that ends both names (``..._img123.tif`` with
   ``..._img123.geojson``).
+* Inria Aerial Image Labeling (and WHU / Massachusetts Buildings arranged
+  the same way): ``images/<name>.tif`` with ``gt/<name>.tif`` raster masks
+  (0/255) of the same name; the test split has no ``gt/`` (a pool without
+  labels).
 * xBD / xView2: ``images/<name>_pre_disaster.png`` with
   ``labels/<name>_pre_disaster.json``, whose polygons are WKT in pixel
   coordinates (``features.xy``) and in lng/lat (``features.lng_lat``). The
@@ -34,6 +38,7 @@ from priojax.atomic_io import atomic_path, atomic_write_text
 
 _SPACENET_IMAGE_DIRS = ('PS-RGB', 'PAN', 'RGB-PanSharpen', 'PS-MS', 'MS')
 _SPACENET_LABEL_DIRS = ('geojson_buildings', 'geojson/buildings')
+_RASTER_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg')
 _TRAILING_ID = re.compile(r'(img\d+|tile_\d+|\d+)$')
 
 
@@ -60,6 +65,19 @@ def spacenet_scenes(aoi: pathlib.Path, product: str | None = None) -> list[dict]
   return [{'id': f'{aoi.name}_{p.stem}', 'image': str(p),
            'labels': str(labels[_image_key(p.stem)]) if _image_key(p.stem) in labels else None}
           for p in images]
+
+
+def inria_scenes(root: pathlib.Path) -> list[dict]:
+  """Scene entries (image, mask or None) of an Inria-style folder."""
+  root = pathlib.Path(root)
+  images = sorted(p for p in (root / 'images').glob('*') if p.suffix.lower() in _RASTER_SUFFIXES)
+  if not images:
+    raise DataError(f'{root}: no images/*.tif (is this an Inria-style folder with images/ and gt/?)')
+  scenes = []
+  for p in images:
+    gt = next((q for q in (root / 'gt' / f'{p.stem}{s}' for s in _RASTER_SUFFIXES) if q.is_file()), None)
+    scenes.append({'id': f'{root.name}_{p.stem}', 'image': str(p), 'mask': str(gt) if gt else None})
+  return scenes
 
 
 def fit_affine(pixel: np.ndarray, world: np.ndarray) -> Affine:

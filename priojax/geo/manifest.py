@@ -5,11 +5,19 @@ A YAML or JSON file (JSON is YAML), paths relative to the manifest::
   tile_size: 64          # optional, else config.data.tile_size
   overlap: 0             # px shared by neighbouring chips
   max_nodata: 0.5        # chips with more nodata than this are skipped
-  bands: [1, 2, 3]       # default bands to read (1 band is replicated to RGB)
+  bands: [1, 2, 3]       # optional: bands to read (one band is replicated to RGB)
   scenes:
     - {image: source/a.tif, labels: source/a.geojson, region: source}
     - {image: crisis/b.tif, region: target_pool, bands: [3, 2, 1]}
     - {image: crisis/c.tif, labels: crisis/c.geojson, region: target_test}
+    - {image: crisis/d.png, mask: crisis/d_mask.png, region: target_test}
+
+Labels are ``labels:`` (a GeoJSON of building footprints) or ``mask:`` (a
+raster of the image's size, GeoTIFF or PNG, 0/255 or 0/1). An image without
+georeference (PNG/JPEG, or a GeoTIFF without CRS) needs a ``mask:``; its
+chips carry pixel windows only. Without ``bands:``, a one-band scene is
+replicated to three channels and a three-band scene read as RGB; any other
+band count needs ``bands:``.
 
 Regions: ``source`` (pretraining; split into train/val by chip),
 ``target_pool`` (the tiles to prioritise; labels optional) and
@@ -19,6 +27,7 @@ Downloaded datasets can be named by folder instead of scene by scene::
 
     - {spacenet: SN2/AOI_2_Vegas_Train, region: source}      # PS-RGB/ + geojson_buildings/
     - {xbd: xview2/train, region: target_test, phase: pre}   # images/ + labels/
+    - {inria: AerialImageDataset/train, region: source}     # images/ + gt/ masks
 
 xBD pairs are converted once into GeoTIFF + GeoJSON under
 ``.priojax_converted/`` beside the manifest (see layouts.py).
@@ -42,9 +51,14 @@ REGIONS = ('source', 'target_pool', 'target_test')
 class SceneSpec:
   id: str
   image: pathlib.Path
-  labels: pathlib.Path | None
+  labels: pathlib.Path | None  # GeoJSON footprints
   region: str
-  bands: tuple[int, ...]
+  bands: tuple[int, ...] | None  # None: all of a one- or three-band scene
+  mask: pathlib.Path | None = None  # a raster mask instead of footprints
+
+  @property
+  def label_file(self) -> pathlib.Path | None:
+    return self.labels or self.mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +73,7 @@ class Manifest:
     """Changes whenever the manifest or any file it names changes."""
     h = hashlib.sha256(self.path.read_bytes())
     for s in self.scenes:
-      for p in (s.image, s.labels):
+      for p in (s.image, s.labels, s.mask):
         if p is not None:
           st = p.stat()
           h.update(f'{p}:{st.st_size}:{st.st_mtime_ns}'.encode())
@@ -95,7 +109,7 @@ def load_manifest(path: str | pathlib.Path) -> Manifest:
   scenes_obj = _field(path, 'the manifest', obj, 'scenes', list, required=True)
   if not scenes_obj:
     raise DataError(f'{path}: "scenes" is empty; expected at least one scene')
-  default_bands = _field(path, 'the manifest', obj, 'bands', list, default=[1, 2, 3])
+  default_bands = _field(path, 'the manifest', obj, 'bands', list)
   scenes_obj = _expand_layouts(path, scenes_obj)
   scenes, seen = [], set()
   for i, s in enumerate(scenes_obj):
@@ -105,22 +119,28 @@ def load_manifest(path: str | pathlib.Path) -> Manifest:
     image = path.parent / _field(path, where, s, 'image', str, required=True)
     labels = _field(path, where, s, 'labels', str)
     labels = path.parent / labels if labels else None
+    mask = _field(path, where, s, 'mask', str)
+    mask = path.parent / mask if mask else None
+    if labels is not None and mask is not None:
+      raise DataError(f'{path}: {where} has both "labels" and "mask"; expected one of them')
     region = _field(path, where, s, 'region', str, required=True)
     if region not in REGIONS:
       raise DataError(f'{path}: {where}.region is {region!r}; expected one of {", ".join(REGIONS)}')
-    if region in ('source', 'target_test') and labels is None:
-      raise DataError(f'{path}: {where} is in region {region!r} and needs "labels" (a GeoJSON of footprints)')
+    if region in ('source', 'target_test') and labels is None and mask is None:
+      raise DataError(f'{path}: {where} is in region {region!r} and needs "labels" (a GeoJSON of '
+                      'footprints) or "mask" (a raster mask)')
     bands = _field(path, where, s, 'bands', list, default=default_bands)
-    if not bands or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands):
+    if bands is not None and not (bands and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
+                                                for b in bands)):
       raise DataError(f'{path}: {where}.bands is {bands!r}; expected a list of band numbers from 1')
     scene_id = _field(path, where, s, 'id', str, default=image.stem)
     if scene_id in seen:
       raise DataError(f'{path}: {where}.id {scene_id!r} is used twice; scene ids must be unique')
     seen.add(scene_id)
-    for p, what in ((image, 'image'), (labels, 'labels')):
+    for p, what in ((image, 'image'), (labels, 'labels'), (mask, 'mask')):
       if p is not None and not p.is_file():
         raise DataError(f'{path}: {where}.{what} {p} does not exist')
-    scenes.append(SceneSpec(scene_id, image, labels, region, tuple(bands)))
+    scenes.append(SceneSpec(scene_id, image, labels, region, tuple(bands) if bands else None, mask))
   for region in REGIONS:
     if not any(s.region == region for s in scenes):
       raise DataError(f'{path}: no scene in region {region!r}; expected at least one '
@@ -138,19 +158,22 @@ def load_manifest(path: str | pathlib.Path) -> Manifest:
 
 
 def _expand_layouts(path: pathlib.Path, entries: list) -> list:
-  """Replaces ``spacenet:`` and ``xbd:`` entries by one entry per scene."""
+  """Replaces ``spacenet:``, ``xbd:`` and ``inria:`` entries by one entry per scene."""
   out = []
   for i, entry in enumerate(entries):
-    if not isinstance(entry, dict) or not ({'spacenet', 'xbd'} & entry.keys()):
+    kinds = [k for k in ('spacenet', 'xbd', 'inria') if isinstance(entry, dict) and k in entry]
+    if not kinds:
       out.append(entry)
       continue
     where = f'scenes[{i}]'
     common = {k: v for k, v in entry.items() if k in ('region', 'bands')}
-    kind = 'spacenet' if 'spacenet' in entry else 'xbd'
+    kind = kinds[0]
     folder = path.parent / _field(path, where, entry, kind, str, required=True)
     try:
       if kind == 'spacenet':
         found = layouts.spacenet_scenes(folder, _field(path, where, entry, 'product', str))
+      elif kind == 'inria':
+        found = layouts.inria_scenes(folder)
       else:
         phase = _field(path, where, entry, 'phase', str, default='pre')
         found = layouts.xbd_scenes(folder, path.parent / '.priojax_converted' / folder.name, phase)
@@ -158,7 +181,8 @@ def _expand_layouts(path: pathlib.Path, entries: list) -> list:
       raise DataError(f'{path}: {where}.{kind}: {e}') from None
     for scene in found:
       scene = {**scene, **common}
-      if scene.get('labels') is None:
-        scene.pop('labels', None)
+      for key in ('labels', 'mask'):
+        if scene.get(key) is None:
+          scene.pop(key, None)
       out.append(scene)
   return out

@@ -1,10 +1,14 @@
-"""GeoTIFF scenes and vector footprints to chips, through rasterio only.
+"""Scenes and their building labels to chips, through rasterio only.
 
-Scenes are never read whole: statistics come from a decimated read (GDAL
-samples blocks into an output of bounded size) and chips are read window by
-window. Footprints (GeoJSON Polygon / MultiPolygon, with a ``crs`` member or
-RFC 7946 WGS84) are reprojected to the scene's CRS once and rasterised per
-chip onto the chip's own grid.
+A scene is a GeoTIFF, or a PNG/JPEG (or a GeoTIFF) without georeference:
+chips of such a scene carry pixel windows only and their transform is the
+pixel grid. Scenes are never read whole: statistics come from a decimated
+read (GDAL samples blocks into an output of bounded size) and chips are read
+window by window. Labels are either footprints (GeoJSON Polygon /
+MultiPolygon, with a ``crs`` member or RFC 7946 WGS84), reprojected to the
+scene's CRS once and rasterised per chip onto the chip's own grid, or a
+raster mask (GeoTIFF or PNG, 0/255 or 0/1) of the scene's size, read with
+the same windows.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import warnings
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -31,6 +36,8 @@ WGS84 = CRS.from_epsg(4326)
 _STATS_SAMPLE_SIDE = 512
 # Pixel types of imagery; complex (SAR phase), 64-bit integers and the like are not.
 PIXEL_TYPES = ('uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'float32', 'float64')
+SCENE_DRIVERS = {'GTiff': 'a GeoTIFF', 'PNG': 'a PNG', 'JPEG': 'a JPEG'}
+MASK_VALUES = (0, 1, 255)  # 0 = ground; 1 or 255 = building
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,25 +69,69 @@ class Footprints:
     return [self.geometries[i] for i in np.flatnonzero(hit)]
 
 
-def open_scene(path: str | pathlib.Path):
-  """Opens a georeferenced GeoTIFF or raises one DataError line naming it."""
-  path = str(path)
+def _open(path: str, what: str):
   try:
-    src = rasterio.open(path)
+    with warnings.catch_warnings():  # a PNG without georeference is expected here
+      warnings.simplefilter('ignore', rasterio.errors.NotGeoreferencedWarning)
+      src = rasterio.open(path)
   except rasterio.errors.RasterioIOError as e:
     reason = str(e).split('\n')[0]
-    raise DataError(f'{path}: not a readable GeoTIFF ({reason})') from None
-  if src.driver != 'GTiff':
+    raise DataError(f'{path}: not a readable {what} ({reason})') from None
+  if src.driver not in SCENE_DRIVERS:
     src.close()
-    raise DataError(f'{path}: expected a GeoTIFF, found a {src.driver} file')
-  if src.crs is None:
-    src.close()
-    raise DataError(f'{path}: the scene has no CRS; expected a georeferenced GeoTIFF')
+    raise DataError(f'{path}: expected a GeoTIFF, PNG or JPEG {what}, found a {src.driver} file')
+  return src
+
+
+def georeferenced(src) -> bool:
+  """Whether a scene's pixels have a place on Earth (a CRS)."""
+  return src.crs is not None
+
+
+def open_scene(path: str | pathlib.Path):
+  """Opens a scene (GeoTIFF, or PNG/JPEG) or raises one DataError line naming it."""
+  path = str(path)
+  src = _open(path, 'image')
   wrong = sorted({d for d in src.dtypes if d not in PIXEL_TYPES})
   if wrong:
     src.close()
     raise DataError(f'{path}: pixel type {", ".join(wrong)}; expected one of {", ".join(PIXEL_TYPES)}')
   return src
+
+
+def open_mask(path: str | pathlib.Path, scene):
+  """Opens a scene's raster mask, checked against the scene (one band of
+  integers, the same size, the same georeference when both have one)."""
+  path = str(path)
+  src = _open(path, 'mask')
+  problem = None
+  if src.count != 1:
+    problem = f'has {src.count} bands; expected one band (0 = ground, 1 or 255 = building)'
+  elif np.dtype(src.dtypes[0]).kind not in 'ui':
+    problem = f'pixel type {src.dtypes[0]}; expected integers 0/1 or 0/255'
+  elif (src.height, src.width) != (scene.height, scene.width):
+    problem = (f'is {src.width} x {src.height} px but its image {scene.name} is '
+               f'{scene.width} x {scene.height} px; expected the same size')
+  elif georeferenced(src) and georeferenced(scene) and (
+      src.crs != scene.crs or not src.transform.almost_equals(scene.transform, precision=1e-6 * abs(scene.transform.a))):
+    problem = (f'has a different georeference from its image {scene.name} '
+               f'({src.crs.to_string()} {tuple(src.transform)[:6]} vs '
+               f'{scene.crs.to_string()} {tuple(scene.transform)[:6]}); expected the same grid')
+  if problem:
+    src.close()
+    raise DataError(f'{path}: {problem}')
+  return src
+
+
+def read_mask_chip(src, window: Window) -> np.ndarray:
+  """A chip of a raster mask as {0, 1} uint8; other values are an error."""
+  data = _read(src, (1,), window=window).filled(0)[0]
+  bad = ~np.isin(data, MASK_VALUES)
+  if bad.any():
+    row, col = (int(v[0]) for v in np.nonzero(bad))
+    raise DataError(f'{src.name}: value {data[row, col]} at row {window.row_off + row}, col '
+                    f'{window.col_off + col}; expected a building mask of 0/1 or 0/255')
+  return (data > 0).astype(np.uint8)
 
 
 def _read(src, bands, **kwargs) -> np.ma.MaskedArray:
@@ -101,7 +152,13 @@ def _read(src, bands, **kwargs) -> np.ma.MaskedArray:
   return data
 
 
-def check_bands(path, src, bands: Sequence[int]) -> tuple[int, ...]:
+def check_bands(path, src, bands: Sequence[int] | None) -> tuple[int, ...]:
+  """The bands to read: as given, else all of a one- or three-band scene."""
+  if bands is None:
+    if src.count not in (1, 3):
+      raise DataError(f'{path}: the scene has {src.count} bands and no "bands" entry; expected '
+                      'bands: [r, g, b] (or [b]) choosing which to read')
+    bands = tuple(range(1, src.count + 1))
   if len(bands) not in (1, 3):
     raise DataError(f'{path}: expected 1 or 3 bands to read, got {list(bands)}')
   for b in bands:
@@ -194,7 +251,9 @@ def read_geojson(path: str | pathlib.Path) -> tuple[list[dict], CRS]:
 
 
 def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
-  """Building polygons of a GeoJSON file, repaired and reprojected to ``dst_crs``."""
+  """Building polygons of a GeoJSON file, repaired and reprojected to
+  ``dst_crs`` (None: a scene without georeference, whose polygons are in
+  its pixel coordinates and are taken as they are)."""
   features, crs = read_geojson(path)
   geoms, bounds, index, skipped = [], [], [], {}
 
@@ -224,7 +283,7 @@ def load_footprints(path: str | pathlib.Path, dst_crs) -> Footprints:
       shape = shapely.validation.make_valid(shape)  # self-intersections: repaired
       skipped['repaired (self-intersecting)'] = skipped.get('repaired (self-intersecting)', 0) + 1
     geometry = shapely.geometry.mapping(shape)
-    if CRS.from_user_input(dst_crs) != crs:
+    if dst_crs is not None and CRS.from_user_input(dst_crs) != crs:
       try:
         geometry = rasterio.warp.transform_geom(crs, dst_crs, geometry)
       # PROJ's own errors (e.g. an invalid latitude) reach us as a class that

@@ -1,6 +1,11 @@
 """What the heads read of one tile: the U-Net's own representation (pooled
-bottleneck and finest decoder features) plus summary statistics of its
-predicted map.
+bottleneck and finest decoder features), summary statistics of its
+predicted map, and statistics of the image itself.
+
+The image statistics do not pass through the U-Net: a model that predicts
+nothing (or whose features collapsed) still gives the head a view of what
+is on the tile, so the head can tell "empty ground, predicted empty" from
+"buildings, missed" instead of predicting a perfect IoU for both.
 
 ``head_inputs`` is a parameter-free function, so the inputs are computed
 once per tile (with gradients stopped into the U-Net) and the small heads
@@ -16,6 +21,7 @@ import jax.numpy as jnp
 from priojax.uncertainty import pixel_entropy
 
 NUM_MASK_STATS = 7
+NUM_IMAGE_STATS = 7
 
 
 def mask_stats(logits: jnp.ndarray, threshold: float) -> jnp.ndarray:
@@ -36,6 +42,16 @@ def mask_stats(logits: jnp.ndarray, threshold: float) -> jnp.ndarray:
   ])
 
 
+def image_stats(image: jnp.ndarray) -> jnp.ndarray:
+  """Statistics of one uint8 tile ``[H, W, 3]`` -> ``[NUM_IMAGE_STATS]``:
+  per-channel mean and standard deviation, and the mean absolute gradient
+  (texture: roofs, walls and roads have edges, bare ground few)."""
+  x = image.astype(jnp.float32) / 255.0
+  grey = jnp.mean(x, axis=-1)
+  texture = jnp.abs(jnp.diff(grey, axis=0)).mean() + jnp.abs(jnp.diff(grey, axis=1)).mean()
+  return jnp.concatenate([jnp.mean(x, axis=(0, 1)), jnp.std(x, axis=(0, 1)), texture[None]])
+
+
 def pooled_embedding(bottleneck: jnp.ndarray, max_dim: int) -> jnp.ndarray:
   """Mean-pooled bottleneck ``[h, w, C]`` -> ``[min(C, max_dim)]``."""
   v = einops.reduce(bottleneck.astype(jnp.float32), 'h w c -> c', 'mean')
@@ -47,10 +63,11 @@ def pooled_embedding(bottleneck: jnp.ndarray, max_dim: int) -> jnp.ndarray:
   return v
 
 
-def head_inputs(logits: jnp.ndarray, aux: dict, embed_dim: int, threshold: float) -> jnp.ndarray:
+def head_inputs(image: jnp.ndarray, logits: jnp.ndarray, aux: dict, embed_dim: int,
+                threshold: float) -> jnp.ndarray:
   """One tile's head input vector, with gradients stopped into the U-Net."""
   logits = jax.lax.stop_gradient(logits)
   aux = jax.lax.stop_gradient(aux)
   bottleneck = pooled_embedding(aux['bottleneck'], embed_dim)
   fine = einops.reduce(aux['decoder'][-1].astype(jnp.float32), 'h w c -> c', 'mean')
-  return jnp.concatenate([bottleneck, fine, mask_stats(logits, threshold)])
+  return jnp.concatenate([bottleneck, fine, mask_stats(logits, threshold), image_stats(image)])

@@ -36,7 +36,8 @@ class Networks:
     image = jnp.zeros((1, tile_size, tile_size, 3), jnp.float32)
     unet_params = self.unet.init(r_unet, image, train=False)['params']
     logits, aux = self.unet.apply({'params': unet_params}, image, train=False)
-    feats = self.head_inputs(logits[0], jax.tree.map(lambda a: a[0], aux))
+    feats = self.head_inputs(jnp.zeros((tile_size, tile_size, 3), jnp.uint8), logits[0],
+                             jax.tree.map(lambda a: a[0], aux))
     return {'unet': unet_params, 'head': self.head.init(r_head, feats)['params'],
             'loss_head': self.loss_head.init(r_loss, feats)['params']}
 
@@ -47,13 +48,13 @@ class Networks:
                                   train=rng is not None, rngs=rngs)
     return logits[0], jax.tree.map(lambda a: a[0], aux)
 
-  def head_inputs(self, logits, aux):
-    return head_inputs(logits, aux, self.embed_dim, self.threshold)
+  def head_inputs(self, image, logits, aux):
+    return head_inputs(image, logits, aux, self.embed_dim, self.threshold)
 
   def forward_tile(self, params: dict, image: jnp.ndarray):
     """One uint8 tile -> (logits [H, W], aux, head inputs, predicted IoU)."""
     logits, aux = self.unet_forward(params, image)
-    feats = self.head_inputs(logits, aux)
+    feats = self.head_inputs(image, logits, aux)
     return logits, aux, feats, self.head.apply({'params': params['head']}, feats)
 
   def predicted_loss(self, params: dict, feats: jnp.ndarray) -> jnp.ndarray:
