@@ -10,7 +10,11 @@ and sets ``priority.name``. The argument is a comma-separated list of:
   (format in priojax/geo/manifest.py and the README);
 * ``real``: the real-imagery benchmark (DSG orthophotos of Rio Grande do
   Sul, priojax/data/rio_grande.py; fetched by pip once per machine) with the
-  recipe that segments its buildings (see ``REAL_RECIPE`` below).
+  recipe that segments its buildings (see ``REAL_RECIPE`` below);
+* ``full_pool``: the full-pool reference of the same recipe: one round that
+  labels the whole target pool (``rounds.k=0``) and fine-tunes for as many
+  steps as all the rounds together; give it the main run's source model
+  with ``--config.pretrain.from_workdir=<that workdir>``.
 """
 
 import ml_collections
@@ -60,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # so strategies compared side by side share one source model.
       from_workdir='',
   ))
-  c.rounds = ml_collections.ConfigDict(dict(num_rounds=6, k=25))
+  c.rounds = ml_collections.ConfigDict(dict(num_rounds=6, k=25))  # k=0: the whole pool in one round
   c.finetune = ml_collections.ConfigDict(dict(
       steps=300, batch_size=16, learning_rate=1e-3,
       init='previous',  # or 'pretrained': restart every round from the source model
@@ -84,9 +88,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(threshold=0.5))
 
   args = set(filter(None, (arg or '').split(',')))
-  unknown = args - {'smoke', 'geotiff', 'real'}
+  unknown = args - {'smoke', 'geotiff', 'real', 'full_pool'}
   if unknown:
-    raise ValueError(f'unknown config arguments {sorted(unknown)}; expected "smoke", "geotiff" or "real"')
+    raise ValueError(f'unknown config arguments {sorted(unknown)}; expected "smoke", "geotiff", "real" '
+                     'or "full_pool"')
   if {'geotiff', 'real'} <= args:
     raise ValueError('config arguments "geotiff" and "real" exclude each other')
   if 'geotiff' in args:
@@ -104,4 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.head.update(steps=10, batch_size=16, iou_smoothing=4.0)
     c.priority.update(source_reference=16, mc_passes=2)
     c.scoring.update(batch_size=16)
+  if 'full_pool' in args:
+    c.finetune.steps *= max(1, c.rounds.num_rounds)
+    c.rounds.update(num_rounds=1, k=0)
   return c

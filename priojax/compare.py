@@ -70,12 +70,11 @@ def run_comparison(config, workdir: str) -> dict:
           **{'priority.name': name, 'pretrain.from_workdir': str(pretrain)}))
     if config.reference:
       logging.info('seed %d: full-pool reference', seed)
-      pool = base.data.num_target_pool
       # As many U-Net steps as a strategy gets over all its rounds, in one
-      # round on every label: the reference is not under-trained.
+      # round on every label (k=0): the reference is not under-trained.
       ref = _run(base, wd.path / 'reference' / f'seed{seed}', seed=seed,
                  **{'priority.name': 'random', 'pretrain.from_workdir': str(pretrain),
-                    'rounds.num_rounds': 1, 'rounds.k': pool,
+                    'rounds.num_rounds': 1, 'rounds.k': 0,
                     'finetune.steps': base.finetune.steps * max(1, base.rounds.num_rounds)})
       reference.append(ref[-1]['iou'])
     # Written after every seed, so a long comparison shows its numbers early.

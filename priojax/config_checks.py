@@ -13,6 +13,9 @@ from priojax.models.unet import NORMS, UPSAMPLES
 from priojax.uncertainty import AGGREGATIONS
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
+# The embedded synthetic benchmark, a manifest of the user's scenes, the real
+# DSG imagery of Rio Grande do Sul (priojax/data/rio_grande.py).
+DATA_KINDS = ('crisis_bench', 'geotiff', 'rio_grande_dsg')
 
 
 def get_field(config, dotted: str) -> Any:
@@ -54,6 +57,11 @@ def _positive(config, field: str) -> None:
 def check_budget(config, pool_size: int, where: str) -> None:
   """The label budget fits the target pool (known before loading the data
   for the benchmark, after it for GeoTIFF scenes)."""
+  if config.rounds.k == 0:  # the whole pool, in one round
+    if config.rounds.num_rounds > 1:
+      raise ConfigError(f'config.rounds: k=0 labels the whole pool in round 1; expected num_rounds <= 1, '
+                        f'got {config.rounds.num_rounds}')
+    return
   budget = config.rounds.k * config.rounds.num_rounds
   if budget > pool_size:
     raise ConfigError(f'config.rounds: k={config.rounds.k} x num_rounds={config.rounds.num_rounds} '
@@ -99,11 +107,6 @@ def check_config(config) -> None:
         config.priority.region)
   if config.data.kind == 'crisis_bench':
     check_budget(config, config.data.num_target_pool, 'the benchmark')
-
-
-# The embedded synthetic benchmark, a manifest of the user's scenes, the real
-# DSG imagery of Rio Grande do Sul (priojax/data/rio_grande.py).
-DATA_KINDS = ('crisis_bench', 'geotiff', 'rio_grande_dsg')
 
 
 # Fields that may change between starts of one run: extending it, moving the

@@ -44,7 +44,7 @@ from priojax.models import heads
 from priojax.models.networks import Networks
 from priojax.models.unet import UNet
 from priojax.oracle import BenchmarkOracle
-from priojax.report import MetricsWriter, check_record, plot_learning_curve
+from priojax.report import MetricsWriter, check_record, plot_learning_curve, plot_test_predictions
 from priojax.scoring import PoolStats, Scorer
 from priojax.train import HeadLoss, Trainer
 from priojax.workdir import Workdir
@@ -199,6 +199,30 @@ class Experiment:
       groups = np.array([names.index(s) for s in scenes]) if names else None
     return tile_metrics.summarise(tiles, tiles['pred_iou'], self.config.head.iou_smoothing, groups, names)
 
+  def source_metrics(self, state) -> dict:
+    """IoU on the held-out source chips: what pretraining reached at home,
+    beside the target test IoU it starts the rounds from."""
+    if not len(self.data['source_val']):
+      return {}
+    tiles = self.scorer.evaluate_tiles(state.params, self.data['source_val'])
+    return {'source_val_iou': tile_metrics.summarise(tiles, tiles['pred_iou'], self.config.head.iou_smoothing)['iou']}
+
+  def plot_test_predictions(self, state, round_index: int, n: int = 8) -> None:
+    """``n`` test chips with buildings, evenly spaced by id (not chosen by
+    how well they are segmented), with the model's predictions."""
+    test = self.data['target_test']
+    found = [(b['id'], b['mask'].reshape(len(b['id']), -1).any(axis=1))
+             for b in test.batches(256, fields=('id', 'mask'))]
+    ids, has_buildings = (np.concatenate(c) for c in zip(*found))
+    with_buildings = np.flatnonzero(has_buildings)
+    order = with_buildings[np.argsort(ids[with_buildings], kind='stable')]
+    if not len(order):
+      return
+    chips = test.read(order[np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int)])
+    pred = self.scorer.predict_masks(state.params, chips['image'])
+    plot_test_predictions(chips['image'], chips['mask'], pred, chips['id'], self.workdir.test_predictions,
+                          f'{self.title}: target test chips after round {round_index}')
+
   def pretrain(self):
     c = self.config.pretrain
     if c.from_workdir:
@@ -234,9 +258,10 @@ class Experiment:
 
   def select(self, stats, reference, labelled: ledger.Ledger, round_index: int):
     cfg = self.config
+    selectable = ~np.isin(stats.ids, ledger.ids(labelled))
     ctx = priority.SelectionContext(
-        k=cfg.rounds.k, rng=rngs.round_key(cfg.seed, round_index, 'select'),
-        selectable=~np.isin(stats.ids, ledger.ids(labelled)), reference_embedding=reference,
+        k=cfg.rounds.k or int(selectable.sum()), rng=rngs.round_key(cfg.seed, round_index, 'select'),
+        selectable=selectable, reference_embedding=reference,
         hparams=self.hparams)
     return selection.select(self.formula, stats, ctx)
 
@@ -344,7 +369,7 @@ def _restore_or_pretrain(exp: Experiment):
   logging.info('pretraining on the source region')
   state, info = exp.pretrain()
   record = check_record({'round': 0, 'labels': 0, 'labels_fit': 0, 'labels_calibration': 0,
-                         **exp.evaluate(state), **info})
+                         **exp.evaluate(state), **exp.source_metrics(state), **info})
   exp.commit(0, state, {}, [record])
   exp.writer.sync([record])
   _log_record(record)
@@ -352,9 +377,10 @@ def _restore_or_pretrain(exp: Experiment):
 
 
 def _log_record(r: dict) -> None:
-  logging.info('round %d | labels %d | test IoU %.3f F1 %.3f | head Spearman %s MAE %.3f',
+  logging.info('round %d | labels %d | test IoU %.3f F1 %.3f | head Spearman %s MAE %.3f%s',
                r['round'], r['labels'], r['iou'], r['f1'],
-               'n/a' if r.get('head_spearman') is None else f"{r['head_spearman']:.3f}", r['head_mae'])
+               'n/a' if r.get('head_spearman') is None else f"{r['head_spearman']:.3f}", r['head_mae'],
+               f" | source-val IoU {r['source_val_iou']:.3f}" if 'source_val_iou' in r else '')
 
 
 def run(config, workdir: str) -> list[dict]:
@@ -390,6 +416,8 @@ def _run_rounds(exp: Experiment) -> list[dict]:
     logging.info('all %d rounds were already done in %s', config.rounds.num_rounds, wd.path)
   if history[-1]['round'] > done or not wd.learning_curve.exists():
     plot_learning_curve(history, wd.learning_curve, exp.title)
+  if history[-1]['round'] > done or not wd.test_predictions.exists():
+    exp.plot_test_predictions(state, history[-1]['round'])
   return history
 
 

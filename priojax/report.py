@@ -1,4 +1,5 @@
-"""Metrics out: JSON lines, TensorBoard events (TF-free) and a learning curve."""
+"""Metrics out: JSON lines, TensorBoard events (TF-free), a learning curve
+and a picture of test chips with the model's predictions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import tensorboardX  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from priojax.errors import TrainingError  # noqa: E402
 from priojax.atomic_io import atomic_write_bytes, atomic_write_text  # noqa: E402
@@ -101,8 +104,37 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path, title: str) -> 
   axes[1].grid(alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
+  _save(fig, path)
+
+
+
+def _save(fig, path: pathlib.Path) -> None:
   buf = io.BytesIO()
   fig.savefig(buf, dpi=110, format='png')
   plt.close(fig)
   atomic_write_bytes(path, buf.getvalue())
 
+
+def plot_test_predictions(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, ids: np.ndarray,
+                          path: pathlib.Path, title: str) -> None:
+  """One column per chip: the image, the true mask, the predicted mask and
+  their overlay (green: hit, red: false alarm, blue: missed)."""
+  n = len(images)
+  fig, axes = plt.subplots(4, n, figsize=(1.7 * n, 7.2), squeeze=False)
+  for j in range(n):
+    t, p = truth[j] > 0, pred[j] > 0
+    overlay = np.zeros(t.shape + (3,), np.float32)
+    overlay[t & p] = (0.1, 0.8, 0.1)
+    overlay[~t & p] = (0.9, 0.1, 0.1)
+    overlay[t & ~p] = (0.1, 0.3, 0.9)
+    inter, union = (t & p).sum(), (t | p).sum()
+    panels = ((images[j], f'{int(ids[j])}'), (t, 'truth'), (p, 'prediction'),
+              (overlay, f'IoU {inter / union:.2f}' if union else 'IoU -'))
+    for i, (img, label) in enumerate(panels):
+      axes[i, j].imshow(img, cmap='gray' if img.ndim == 2 else None, vmin=0, vmax=1 if img.ndim == 2 else None,
+                        interpolation='nearest')
+      axes[i, j].set_title(label, fontsize=8)
+      axes[i, j].axis('off')
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)

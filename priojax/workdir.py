@@ -12,6 +12,7 @@ Layout::
                              (round_steps.py)
     tb/                      TensorBoard events
     learning_curve.png
+    test_predictions.png     test chips: image, truth, the last model's prediction
     export/round_<r>/        GeoTIFF runs: the selection for annotators
     annotations/round_<r>/   human mode: the annotators' GeoJSON
     labels/round_<r>.npz     human mode: the imported masks
@@ -47,6 +48,7 @@ class Workdir:
     self.metrics = self.path / 'metrics.jsonl'
     self.tensorboard = self.path / 'tb'
     self.learning_curve = self.path / 'learning_curve.png'
+    self.test_predictions = self.path / 'test_predictions.png'
     self.config = self.path / 'config.json'
 
   def read_config(self) -> dict | None:

@@ -79,7 +79,7 @@ def _records(split):
 
 
 def test_fake_archive_extracts_only_the_imagery_and_splits_target_by_image(fake_archive, tmp_path, monkeypatch):
-  manifest = rio_grande.extract(fake_archive, tmp_path / 'out')
+  rio_grande.extract(fake_archive, tmp_path / 'out')
   extracted = {p.relative_to(tmp_path / 'out').as_posix() for p in (tmp_path / 'out').rglob('*') if p.is_file()}
   assert 'build_masks_data/aux_script.py' not in extracted and 'manifest.yaml' in extracted
   assert len([p for p in extracted if p.startswith('images/')]) == 10
@@ -156,3 +156,28 @@ def test_the_real_archive(tmp_path):
   assert CRS.from_wkt(scenes['image10']['crs']) == SIRGAS_22S  # the one target image with a georeference
   fg = np.mean([sources['target_pool'][i]['mask'].mean() for i in range(sizes['target_pool'])])
   assert 0.01 < fg < 0.2
+
+
+def test_smoke_run_on_the_real_benchmark(tmp_path):
+  """``configs/iou_priority.py:real,smoke``: the whole loop on the real
+  imagery (32 px chips, a tiny U-Net), then its full-pool reference."""
+  from configs import iou_priority
+  from priojax import loop
+
+  try:
+    rio_grande.fetch_archive()
+  except DataError as e:
+    pytest.skip(f'the real-imagery archive cannot be fetched here: {e}')
+  config = iou_priority.get_config('real,smoke')
+  config.data.data_dir = str(tmp_path / 'tfds')
+  history = loop.run(config, str(tmp_path / 'w'))
+  assert [r['labels'] for r in history] == [0, 6]
+  assert 0.0 <= history[0]['source_val_iou'] <= 1.0
+  assert (tmp_path / 'w' / 'test_predictions.png').is_file()
+  assert (tmp_path / 'w' / 'export' / 'round_1' / 'NOT_GEOREFERENCED.txt').is_file()
+  reference = iou_priority.get_config('real,smoke,full_pool')
+  reference.data.data_dir = config.data.data_dir
+  reference.pretrain.from_workdir = str(tmp_path / 'w')
+  full = loop.run(reference, str(tmp_path / 'full'))
+  pool = len(loop.load_data(config)[0]['target_pool'])
+  assert [r['labels'] for r in full] == [0, pool]

@@ -16,7 +16,8 @@ Chips of a scene without georeference are not given a fake CRS: they are
 written as ``chips/<id>.png``, their predicted polygons are in the scene's
 pixel coordinates (x = column, y = row), they are listed with their pixel
 windows in ``selected_pixels.json`` instead of ``selected.geojson``, the heat
-map's grid is in pixels, and ``NOT_GEOREFERENCED.txt`` says so.
+map is a plain grid (one cell per chip stride), and ``NOT_GEOREFERENCED.txt``
+says so.
 
 Every file is written to a temporary name and renamed into place.
 """
@@ -25,9 +26,11 @@ from __future__ import annotations
 
 import json
 import pathlib
+import warnings
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.features
 import rasterio.warp
 from affine import Affine
@@ -47,10 +50,12 @@ def write_geotiff(path: pathlib.Path, data: np.ndarray, crs, transform, nodata=N
   """``data`` is [bands, H, W]."""
   profile = dict(driver=driver, height=data.shape[1], width=data.shape[2], count=data.shape[0],
                  dtype=data.dtype, crs=crs, transform=transform, nodata=nodata)
-  if crs is None:  # no georeference: no transform either (GDAL would warn)
+  if crs is None:  # no georeference: no transform either
     profile.pop('crs'), profile.pop('transform')
-  with atomic_path(path) as tmp, rasterio.open(tmp, 'w', **profile) as dst:
-    dst.write(data)
+  with warnings.catch_warnings():  # "no geotransform" is what we mean here
+    warnings.simplefilter('ignore', rasterio.errors.NotGeoreferencedWarning)
+    with atomic_path(path) as tmp, rasterio.open(tmp, 'w', **profile) as dst:
+      dst.write(data)
 
 
 def write_geojson(path: pathlib.Path, features: list[dict]) -> None:
@@ -115,8 +120,8 @@ NOT_GEOREFERENCED = """\
 These chips are not georeferenced: their scenes ({scenes}) have no CRS.
 chips/<id>.png are plain images; selected_pixels.json gives each chip's
 window in its scene as [row, col, height, width] pixels; predictions/<id>.geojson
-and the heat maps of these scenes are in scene pixel coordinates
-(x = column, y = row), not on a map.
+are in scene pixel coordinates (x = column, y = row), and the heat maps of
+these scenes are plain grids, one cell per chip stride: none is on a map.
 """
 
 
