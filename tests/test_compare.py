@@ -1,6 +1,7 @@
 """The comparison: smoke config end to end, resume, and the summaries."""
 
 import csv
+import json
 import subprocess
 import sys
 import textwrap
@@ -36,6 +37,9 @@ def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
   md = (tmp_path / 'cmp' / 'comparison.md').read_text()
   assert '| `iou` |' in md and 'Full-pool reference IoU' in md
   assert (tmp_path / 'cmp' / 'learning_curves.png').stat().st_size > 5000
+  # The reference labels the whole pool in one round (rounds.k=0).
+  reference = [json.loads(l) for l in (tmp_path / 'cmp' / 'reference' / 'seed0' / 'metrics.jsonl').open()]
+  assert [r['labels'] for r in reference] == [0, config.base.data.num_target_pool]
   # Same pretrained model for every strategy: identical round-0 IoU.
   assert len({r['iou_mean'][0] for r in summary['rows']}) == 1
   # Resuming a finished comparison recomputes nothing and gives the same table.

@@ -36,6 +36,13 @@ def test_bad_config_values(tmp_path, flag, pattern):
   assert not (tmp_path / 'w').exists() or not any((tmp_path / 'w').iterdir())
 
 
+def test_whole_pool_rounds_must_be_one(tmp_path):
+  result = _run('--config.rounds.k=0', '--config.rounds.num_rounds=2', workdir=str(tmp_path / 'w'))
+  assert result.returncode == 2
+  _assert_one_clear_line(result, 'error: config.rounds: k=0 labels the whole pool in round 1; '
+                                 'expected num_rounds <= 1, got 2')
+
+
 def test_config_typo(tmp_path):
   result = _run('--config.rounds.kk=3', workdir=str(tmp_path / 'w'))
   line = _assert_one_clear_line(result, 'kk')

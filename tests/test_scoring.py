@@ -207,7 +207,7 @@ def test_head_of_a_model_that_predicts_nothing_still_ranks_tiles_with_buildings_
   fall back to the first ids."""
   from priojax import priority, selection
   from priojax.data import synthetic
-  from priojax.tile_metrics import smoothed_iou
+  from priojax.tile_metrics import smoothed_iou, spearman
   from priojax.train import Trainer
 
   net = Networks(UNet(depth=2, width=8), iou_head(16), embed_dim=16)
@@ -230,7 +230,6 @@ def test_head_of_a_model_that_predicts_nothing_still_ranks_tiles_with_buildings_
   assert truth['pred_area'].sum() == 0  # the model really predicts nothing
   true_iou = np.asarray(smoothed_iou(truth['intersection'], truth['union'], 4.0))
   assert np.ptp(stats.pred_iou) > 0.1
-  from priojax.tile_metrics import spearman
   assert spearman(stats.pred_iou, true_iou) > 0.4
 
   k = 8

@@ -36,7 +36,7 @@ WGS84 = CRS.from_epsg(4326)
 _STATS_SAMPLE_SIDE = 512
 # Pixel types of imagery; complex (SAR phase), 64-bit integers and the like are not.
 PIXEL_TYPES = ('uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'float32', 'float64')
-SCENE_DRIVERS = {'GTiff': 'a GeoTIFF', 'PNG': 'a PNG', 'JPEG': 'a JPEG'}
+SCENE_DRIVERS = ('GTiff', 'PNG', 'JPEG')
 MASK_VALUES = (0, 1, 255)  # 0 = ground; 1 or 255 = building
 
 
@@ -112,8 +112,8 @@ def open_mask(path: str | pathlib.Path, scene):
   elif (src.height, src.width) != (scene.height, scene.width):
     problem = (f'is {src.width} x {src.height} px but its image {scene.name} is '
                f'{scene.width} x {scene.height} px; expected the same size')
-  elif georeferenced(src) and georeferenced(scene) and (
-      src.crs != scene.crs or not src.transform.almost_equals(scene.transform, precision=1e-6 * abs(scene.transform.a))):
+  elif georeferenced(src) and georeferenced(scene) and (src.crs != scene.crs or not (
+      src.transform.almost_equals(scene.transform, precision=1e-6 * abs(scene.transform.a)))):
     problem = (f'has a different georeference from its image {scene.name} '
                f'({src.crs.to_string()} {tuple(src.transform)[:6]} vs '
                f'{scene.crs.to_string()} {tuple(scene.transform)[:6]}); expected the same grid')
