@@ -69,16 +69,21 @@ def test_raster_masks_give_the_chips_of_the_same_polygons(tmp_path, fmt, on):
     assert not ((got != expected) & ~boundary).any()
 
 
-def _pixel_project(root: pathlib.Path, *, mask_on=255) -> pathlib.Path:
-  """Three PNG scenes without georeference, with PNG masks."""
+def _pixel_project(root: pathlib.Path, *, mask_on=255, pool_labels=True, truth=None) -> pathlib.Path:
+  """Three PNG scenes without georeference, with PNG masks; ``truth``, a
+  dict, receives each scene's building rectangles."""
   rng = np.random.default_rng(5)
   root.mkdir(parents=True, exist_ok=True)
   scenes = []
   for name, region in (('src', 'source'), ('pool', 'target_pool'), ('test', 'target_test')):
     rects = pixel_rects(rng, SIZE, SIZE, 10)
+    if truth is not None:
+      truth[name] = rects
     write_png(root / f'{name}.png', rgb_scene_with_buildings(rng, SIZE, SIZE, rects))
-    write_png(root / f'{name}_mask.png', (burn(rects, SIZE, SIZE) * mask_on).astype(np.uint8)[None])
-    scenes.append({'image': f'{name}.png', 'mask': f'{name}_mask.png', 'region': region})
+    scenes.append({'image': f'{name}.png', 'region': region})
+    if region != 'target_pool' or pool_labels:
+      write_png(root / f'{name}_mask.png', (burn(rects, SIZE, SIZE) * mask_on).astype(np.uint8)[None])
+      scenes[-1]['mask'] = f'{name}_mask.png'
   manifest = root / 'manifest.yaml'
   manifest.write_text(json.dumps({'tile_size': 32, 'scenes': scenes}))
   return manifest
@@ -119,6 +124,30 @@ def test_images_without_georeference_run_a_round_and_export_pixel_chips(tmp_path
       assert (xy[:, 1] >= row).all() and (xy[:, 1] <= row + h).all()
   with rasterio.open(out / 'heatmap_pool.tif') as heat:
     assert heat.crs is None
+
+
+def test_annotations_of_pixel_only_chips_are_read_in_scene_pixels(tmp_path, data_dir):
+  """Human mode on a pool without georeference: annotators return polygons
+  in the scene's pixel coordinates (as the exported predictions are)."""
+  truth = {}
+  manifest = _pixel_project(tmp_path / 'project', pool_labels=False, truth=truth)
+  config = _smoke(manifest, data_dir)
+  workdir = tmp_path / 'w'
+  assert [r['round'] for r in loop.run(config, str(workdir))] == [0]  # waits for labels
+  listed = json.loads((workdir / 'export' / 'round_1' / 'selected_pixels.json').read_text())
+  polygons = rects_to_polygons(truth['pool'], Affine.identity())
+  (workdir / 'annotations' / 'round_1' / 'all.geojson').write_text(json.dumps({
+      'type': 'FeatureCollection', 'features': [{'type': 'Feature', 'properties': {}, 'geometry': g}
+                                                for g in polygons]}))
+  history = loop.run(config, str(workdir))
+  assert [r['labels'] for r in history] == [0, 3]
+  with np.load(workdir / 'labels' / 'round_1.npz') as f:
+    masks = dict(zip(f['ids'].tolist(), f['masks']))
+  scene_mask = burn(truth['pool'], SIZE, SIZE)
+  assert sum(m.sum() for m in masks.values()) > 0
+  for chip in listed:
+    row, col, h, w = chip['window']
+    np.testing.assert_array_equal(masks[chip['id']], scene_mask[row:row + h, col:col + w])
 
 
 def test_one_band_scenes_run_without_a_bands_entry(tmp_path, data_dir):
