@@ -87,14 +87,15 @@ def fetch_archive(cache_dir: str | pathlib.Path = DEFAULT_CACHE) -> pathlib.Path
 
 def _members(archive: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
   """The archive's files this benchmark reads, by their name inside DATA_ROOT."""
+  source_images = SOURCE_IMAGES[len(DATA_ROOT):]
+  named = {SOURCE_LABELS[len(DATA_ROOT):]} | {
+      name for i in TARGET_IMAGES
+      for name in (f'images/image{i}.png', f'images/image{i}.png.aux.xml', f'labels/label{i}.png')}
   wanted = {}
   for info in archive.getmembers():
-    if not info.isfile() or not info.name.startswith(DATA_ROOT):
-      continue
-    name = info.name[len(DATA_ROOT):]
-    if (info.name.startswith(SOURCE_IMAGES) and name.endswith('.tif')) or info.name == SOURCE_LABELS \
-        or any(name in (f'images/image{i}.png', f'images/image{i}.png.aux.xml', f'labels/label{i}.png')
-               for i in TARGET_IMAGES):
+    name = info.name.removeprefix(DATA_ROOT)
+    if info.isfile() and info.name.startswith(DATA_ROOT) and (
+        name in named or (name.startswith(source_images) and name.endswith('.tif'))):
       wanted[name] = info
   return wanted
 
