@@ -175,11 +175,14 @@ class Experiment:
 
   # --- the computations of a round ----------------------------------------
 
-  def fit_head(self, state, calibration_ids: list[int], round_index: int):
+  def fit_head(self, state, calibration_ids: list[int], round_index: int, source_tiles: dict | None = None):
     """Refits the head on source-val tiles and held-out target tiles, both
-    unseen by the U-Net, with features of the *current* U-Net."""
+    unseen by the U-Net, with features of the *current* U-Net
+    (``source_tiles``: the source-val tiles already evaluated with it)."""
     c = self.config.head
-    sets = [self.scorer.evaluate_tiles(state.params, self.data['source_val'])]
+    if source_tiles is None:
+      source_tiles = self.scorer.evaluate_tiles(state.params, self.data['source_val'])
+    sets = [source_tiles]
     if calibration_ids:
       pool = self.data['target_pool']
       sets.append(self.scorer.evaluate_tiles(state.params, pool, pool.positions_of(calibration_ids)))
@@ -199,12 +202,10 @@ class Experiment:
       groups = np.array([names.index(s) for s in scenes]) if names else None
     return tile_metrics.summarise(tiles, tiles['pred_iou'], self.config.head.iou_smoothing, groups, names)
 
-  def source_metrics(self, state) -> dict:
-    """IoU on the held-out source chips: what pretraining reached at home,
-    beside the target test IoU it starts the rounds from."""
-    if not len(self.data['source_val']):
-      return {}
-    tiles = self.scorer.evaluate_tiles(state.params, self.data['source_val'])
+  def source_metrics(self, tiles: dict) -> dict:
+    """IoU on the held-out source chips (evaluated ``tiles``): what
+    pretraining reached at home, beside the target test IoU it starts the
+    rounds from. It depends on the U-Net alone, not on the heads."""
     return {'source_val_iou': tile_metrics.summarise(tiles, tiles['pred_iou'], self.config.head.iou_smoothing)['iou']}
 
   def plot_test_predictions(self, state, round_index: int, n: int = 8) -> None:
@@ -231,15 +232,20 @@ class Experiment:
       if other is None or 0 not in other.all_steps():
         raise WorkdirError(f'config.pretrain.from_workdir={c.from_workdir!r}: no round-0 checkpoint there')
       state, _ = other.restore(0, self.template())
-      return state, {'pretrained_from': c.from_workdir}
+      info = {'pretrained_from': c.from_workdir}
+      if len(self.data['source_val']):
+        info.update(self.source_metrics(self.scorer.evaluate_tiles(state.params, self.data['source_val'])))
+      return state, info
     state = self.initial_state()
     start = time.perf_counter()
     state, fit = self.trainer.fine_tune(
         state, None, self.source_train, steps=c.steps, batch_size=c.batch_size,
         learning_rate=c.learning_rate, replay=1.0, rng=rngs.round_key(self.config.seed, 0, 'pretrain'),
         log_every=max(1, c.steps // 7), what='pretrain')
-    state, head = self.fit_head(state, [], 0)
-    return state, {**fit, **head, 'finetune_seconds': time.perf_counter() - start}
+    source_tiles = self.scorer.evaluate_tiles(state.params, self.data['source_val'])
+    state, head = self.fit_head(state, [], 0, source_tiles)
+    return state, {**fit, **head, **self.source_metrics(source_tiles),
+                   'finetune_seconds': time.perf_counter() - start}
 
   def score(self, state, labelled: ledger.Ledger, round_index: int):
     """(pool stats, reference embedding for distance formulas, seconds)."""
@@ -369,7 +375,7 @@ def _restore_or_pretrain(exp: Experiment):
   logging.info('pretraining on the source region')
   state, info = exp.pretrain()
   record = check_record({'round': 0, 'labels': 0, 'labels_fit': 0, 'labels_calibration': 0,
-                         **exp.evaluate(state), **exp.source_metrics(state), **info})
+                         **exp.evaluate(state), **info})
   exp.commit(0, state, {}, [record])
   exp.writer.sync([record])
   _log_record(record)

@@ -107,7 +107,6 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path, title: str) -> 
   _save(fig, path)
 
 
-
 def _save(fig, path: pathlib.Path) -> None:
   buf = io.BytesIO()
   fig.savefig(buf, dpi=110, format='png')

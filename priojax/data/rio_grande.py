@@ -85,12 +85,16 @@ def fetch_archive(cache_dir: str | pathlib.Path = DEFAULT_CACHE) -> pathlib.Path
   return path
 
 
+# Files every archive must hold (names inside DATA_ROOT); image10's
+# georeference (.aux.xml) is read when present.
+REQUIRED = (SOURCE_LABELS[len(DATA_ROOT):],) + tuple(
+    f'{kind}/{kind[:-1]}{i}.png' for i in TARGET_IMAGES for kind in ('images', 'labels'))
+
+
 def _members(archive: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
   """The archive's files this benchmark reads, by their name inside DATA_ROOT."""
   source_images = SOURCE_IMAGES[len(DATA_ROOT):]
-  named = {SOURCE_LABELS[len(DATA_ROOT):]} | {
-      name for i in TARGET_IMAGES
-      for name in (f'images/image{i}.png', f'images/image{i}.png.aux.xml', f'labels/label{i}.png')}
+  named = set(REQUIRED) | {f'images/image{i}.png.aux.xml' for i in TARGET_IMAGES}
   wanted = {}
   for info in archive.getmembers():
     name = info.name.removeprefix(DATA_ROOT)
@@ -110,9 +114,7 @@ def extract(archive_path: str | pathlib.Path, out_dir: str | pathlib.Path) -> pa
     with tarfile.open(archive_path, 'r:gz') as archive:
       members = _members(archive)
       sources = sorted(n for n in members if n.endswith('.tif'))
-      needed = [SOURCE_LABELS[len(DATA_ROOT):]] + [
-          f'{kind}/{kind[:-1]}{i}.png' for i in TARGET_IMAGES for kind in ('images', 'labels')]
-      missing = [n for n in needed if n not in members] + ([] if sources else ['source GeoTIFFs'])
+      missing = [n for n in REQUIRED if n not in members] + ([] if sources else ['source GeoTIFFs'])
       if missing:
         raise DataError(f'{archive_path}: not the expected archive; {", ".join(missing[:3])} missing')
       out_dir.mkdir(parents=True, exist_ok=True)
