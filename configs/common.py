@@ -83,6 +83,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       aggregation='mean',  # pixel scores -> tile: mean | topq | region
       top_q=0.1, region=8,  # the top-q fraction; the region side in px
       mc_passes=8,  # MC-dropout passes for bald / mc_variance (needs model.dropout > 0)
+      # How a score formula's batch is taken: 'top_k', or 'power': drawn with
+      # p ∝ score^power_beta (stochastic batch acquisition, Kirsch et al. 2023).
+      acquisition='top_k', power_beta=1.0,
   ))
   c.scoring = ml_collections.ConfigDict(dict(batch_size=64))
   c.eval = ml_collections.ConfigDict(dict(threshold=0.5))

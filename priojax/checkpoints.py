@@ -31,7 +31,8 @@ class _AnnouncedRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
 
 class RoundCheckpoints:
   """Orbax checkpoints, one step per round (0 = the pretrained model), each
-  holding the train state and a JSON meta (ledger and metrics history)."""
+  holding the train state, a JSON meta (ledger and metrics history) and,
+  from round 1 on, the pool history (pool_history.py) as arrays."""
 
   def __init__(self, directory: pathlib.Path, *, read_only: bool = False, commits_rounds: bool = False):
     """``commits_rounds``: these are the workdir's round checkpoints, whose
@@ -43,7 +44,7 @@ class RoundCheckpoints:
         enable_async_checkpointing=False,  # save() returns only once the round is committed
         temporary_path_class=_AnnouncedRename if commits_rounds else None)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=('state', 'meta'))
+                                          item_names=('state', 'meta', 'pool'))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -51,9 +52,11 @@ class RoundCheckpoints:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, round_index: int, state, meta: dict) -> None:
-    self._manager.save(round_index, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+  def save(self, round_index: int, state, meta: dict, pool: dict | None = None) -> None:
+    items = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
+    if pool is not None:
+      items['pool'] = ocp.args.StandardSave(pool)
+    self._manager.save(round_index, args=ocp.args.Composite(**items))
     self._manager.wait_until_finished()
 
   def restore(self, round_index: int, template) -> tuple[Any, dict]:
@@ -65,6 +68,14 @@ class RoundCheckpoints:
   def read_meta(self, round_index: int) -> dict:
     """The round's ledger and history, without restoring the train state."""
     return self._manager.restore(round_index, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+  def read_pool(self, round_index: int) -> dict | None:
+    """The round's pool arrays, None for a round saved without them."""
+    try:
+      out = self._manager.restore(round_index, args=ocp.args.Composite(pool=ocp.args.StandardRestore()))
+    except KeyError:  # orbax: 'Item "pool" was not found in the checkpoint'
+      return None
+    return dict(out.pool)
 
   def close(self) -> None:
     self._manager.close()

@@ -1,165 +1,157 @@
-"""Strategies x seeds on one benchmark, one budget schedule, one source model.
+"""Strategies x seeds on one benchmark, one budget schedule, one source model per seed.
 
 ``run_comparison(config, workdir)``::
 
   workdir/pretrain/seed<s>/          the source model of seed s (round 0 only)
   workdir/runs/<strategy>/seed<s>/   one loop run per strategy and seed, all
                                      starting from that model
-  workdir/reference/seed<s>/         fine-tuning on the whole labelled pool
-  workdir/comparison.csv|.md, learning_curves.png
+  workdir/reference/seed<s>/         fine-tuning on every label of the pool
+  workdir/comparison.csv|.md, learning_curves.png, picks.png
 
 Every run is a resumable loop workdir, so an interrupted comparison resumes
-where it stopped. Summaries (mean ± std over seeds):
-
-* test IoU at each budget;
-* normalised AULC: the trapezoid area under IoU-vs-labels divided by the
-  budget range, i.e. the mean test IoU over the budget;
-* labels to reach 95 % of the full-pool reference IoU (first budget whose
-  mean IoU reaches it; ``>B`` if none does). The reference fine-tunes the
-  seed's source model on every pool label in one round of
-  ``num_rounds x finetune.steps`` steps, as many as a strategy gets in all;
-* scoring cost: seconds of pool scoring per pool tile.
+where it stopped. The summaries are comparison_stats.py's. The reference
+fine-tunes the seed's source model on every pool label (none held out for
+the head) in one round of ``num_rounds x finetune.steps`` steps, as many as
+a strategy gets in all. A strategy is a registered formula name, or
+``<name>+power`` for its stochastic power acquisition (Kirsch et al. 2023).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import pathlib
+import time
 
-import matplotlib
+from absl import logging
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import logging  # noqa: E402
+from priojax import comparison_report, comparison_stats, loop, priority
+from priojax.config_checks import set_field
+from priojax.errors import ConfigError
+from priojax.workdir import Workdir
 
-from priojax import loop  # noqa: E402
-from priojax.config_checks import set_field  # noqa: E402
-from priojax.errors import ConfigError  # noqa: E402
-from priojax.atomic_io import atomic_path, atomic_write_text  # noqa: E402
-from priojax.workdir import Workdir  # noqa: E402
+POWER = '+power'
 
 
-def _run(base, workdir: pathlib.Path, **overrides) -> list[dict]:
+def strategy_names(value) -> tuple[str, ...]:
+  """``config.strategies`` as names: a tuple of names, or what a command
+  line gives for it (``'(random,iou)'`` arrives as one string)."""
+  if isinstance(value, str):
+    value = (value,)
+  names = []
+  for item in value:
+    names += [p.strip().strip('\'"') for p in str(item).strip('()[] ').split(',') if p.strip()]
+  for name in names:
+    priority.get(name.removesuffix(POWER))  # unknown: one line naming it
+  if not names:
+    raise ConfigError('config.strategies: expected at least one strategy name, e.g. "(random,iou)"')
+  if len(set(names)) != len(names):
+    raise ConfigError(f'config.strategies: {names} names a strategy twice')
+  return tuple(names)
+
+
+def seed_list(value) -> tuple[int, ...]:
+  values = (value,) if isinstance(value, (int, str)) else tuple(value)
+  try:
+    seeds = tuple(int(p) for v in values for p in str(v).strip('()[] ').split(',') if p.strip())
+  except ValueError:
+    raise ConfigError(f'config.seeds: expected integers, e.g. "(0,1,2)", got {value!r}') from None
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ConfigError(f'config.seeds: expected distinct integers, e.g. "(0,1,2)", got {value!r}')
+  return seeds
+
+
+def strategy_overrides(name: str) -> dict:
+  if name.endswith(POWER):
+    return {'priority.name': name.removesuffix(POWER), 'priority.acquisition': 'power'}
+  return {'priority.name': name}
+
+
+class Progress:
+  """Logs which seed, strategy and round is running, and the time left:
+  pretraining and rounds are timed apart (a reference round counts as
+  ``num_rounds`` rounds: it trains as long)."""
+
+  def __init__(self, seeds: int, strategies: int, num_rounds: int, reference: bool, pretrain_per_seed: int):
+    self.rounds_left = seeds * (strategies + (1 if reference else 0)) * num_rounds
+    self.pretrains_left = pretrain_per_seed
+    self.num_rounds = num_rounds
+    self.times = {'round': [], 'pretrain': []}
+    self.what = ''
+    self._start = time.perf_counter()
+
+  def start(self, what: str) -> None:
+    self.what = what
+    self._start = time.perf_counter()
+
+  def pretrained(self, seconds: float) -> None:
+    self.pretrains_left -= 1
+    self.times['pretrain'].append(seconds)
+
+  def round_done(self, record: dict, weight: int = 1) -> None:
+    if record['round'] == 0:
+      return
+    seconds = record.get('round_seconds')
+    self.rounds_left -= weight
+    if seconds is not None and record['round'] > 1:  # round 1 includes compiling
+      self.times['round'].append(seconds / weight)
+    logging.info('[compare] %s | round %d done | %s left', self.what, record['round'], self.eta())
+
+  def eta(self) -> str:
+    per_round = sum(self.times['round']) / len(self.times['round']) if self.times['round'] else None
+    per_pre = sum(self.times['pretrain']) / len(self.times['pretrain']) if self.times['pretrain'] else None
+    if per_round is None:
+      return 'time still unknown'
+    seconds = self.rounds_left * per_round + self.pretrains_left * (per_pre or 0.0)
+    return f'about {seconds / 60:.0f} min' if seconds >= 60 else f'{seconds:.0f} s'
+
+
+def _run(base, workdir: pathlib.Path, on_round=None, **overrides) -> list[dict]:
   config = base.copy_and_resolve_references()
   for dotted, value in overrides.items():
     set_field(config, dotted, value)
   workdir.parent.mkdir(parents=True, exist_ok=True)
-  return loop.run(config, str(workdir))
+  return loop.run(config, str(workdir), on_round=on_round)
 
 
 def run_comparison(config, workdir: str) -> dict:
   wd = Workdir(workdir)
   base = config.base
-  if not config.strategies:
-    raise ConfigError('config.strategies: expected at least one strategy name')
-  if not config.seeds:
-    raise ConfigError('config.seeds: expected at least one seed')
+  strategies, seeds = strategy_names(config.strategies), seed_list(config.seeds)
+  shared = bool(config.get('shared_source', False))
+  title = loop.data_name(base).removeprefix('the ')
   histories: dict[str, list[list[dict]]] = {}
   reference: list[float] = []
   summary: dict = {}
-  for seed in config.seeds:
-    pretrain = wd.path / 'pretrain' / f'seed{seed}'
-    logging.info('seed %d: source model', seed)
-    _run(base, pretrain, seed=seed, **{'rounds.num_rounds': 0})
-    for name in config.strategies:
-      logging.info('seed %d: %s', seed, name)
+  progress = Progress(len(seeds), len(strategies), base.rounds.num_rounds, config.reference,
+                      1 if shared else len(seeds))
+  for seed in seeds:
+    # With shared_source, every seed starts from the first seed's source
+    # model (the seeds then vary the selections and fine-tuning only).
+    pretrain = wd.path / 'pretrain' / f'seed{seeds[0] if shared else seed}'
+    if not (shared and seed != seeds[0]):
+      progress.start(f'seed {seed} · source model')
+      logging.info('[compare] seed %d: source model', seed)
+      started = time.perf_counter()
+      _run(base, pretrain, seed=seeds[0] if shared else seed, **{'rounds.num_rounds': 0})
+      progress.pretrained(time.perf_counter() - started)
+    for name in strategies:
+      progress.start(f'seed {seed} · {name}')
+      logging.info('[compare] seed %d · %s | %s left', seed, name, progress.eta())
       histories.setdefault(name, []).append(_run(
-          base, wd.path / 'runs' / name / f'seed{seed}', seed=seed,
-          **{'priority.name': name, 'pretrain.from_workdir': str(pretrain)}))
+          base, wd.path / 'runs' / name / f'seed{seed}', on_round=progress.round_done, seed=seed,
+          **strategy_overrides(name), **{'pretrain.from_workdir': str(pretrain)}))
     if config.reference:
-      logging.info('seed %d: full-pool reference', seed)
+      progress.start(f'seed {seed} · full-pool reference')
+      logging.info('[compare] seed %d · full-pool reference', seed)
       # As many U-Net steps as a strategy gets over all its rounds, in one
-      # round on every label (k=0): the reference is not under-trained.
+      # round on every label (k=0; none held out for the head).
       ref = _run(base, wd.path / 'reference' / f'seed{seed}', seed=seed,
+                 on_round=lambda r: progress.round_done(r, weight=base.rounds.num_rounds),
                  **{'priority.name': 'random', 'pretrain.from_workdir': str(pretrain),
-                    'rounds.num_rounds': 1, 'rounds.k': 0,
+                    'rounds.num_rounds': 1, 'rounds.k': 0, 'head.holdout_fraction': 0.0,
                     'finetune.steps': base.finetune.steps * max(1, base.rounds.num_rounds)})
       reference.append(ref[-1]['iou'])
     # Written after every seed, so a long comparison shows its numbers early.
-    summary = summarise(histories, reference, base.data.num_target_pool)
-    write_outputs(wd.path, summary)
-    logging.info('seed %d done: %s', seed, wd.path / 'comparison.md')
+    summary = comparison_stats.summarise(histories, reference)
+    comparison_report.write_outputs(wd.path, summary, title)
+    logging.info('[compare] seed %d done: %s', seed, wd.path / 'comparison.md')
   return summary
-
-
-def summarise(histories: dict[str, list[list[dict]]], reference: list[float], pool_size: int) -> dict:
-  rows = []
-  ref_iou = float(np.mean(reference)) if reference else float('nan')
-  for name, runs in histories.items():
-    labels = np.array([r['labels'] for r in runs[0]])
-    iou = np.array([[r['iou'] for r in run] for run in runs])  # [seeds, budgets]
-    mean, std = iou.mean(0), iou.std(0)
-    span = labels[-1] - labels[0]
-    aulc = np.trapezoid(iou, labels, axis=1) / span if span > 0 else iou[:, -1]
-    reached = np.flatnonzero(mean >= 0.95 * ref_iou) if reference else np.array([], int)
-    # Round 1's scoring includes compiling the stats function: leave it out
-    # when later rounds exist.
-    score_s = [r.get('score_seconds', np.nan) for run in runs for r in (run[2:] if len(run) > 2 else run[1:])]
-    rows.append({
-        'strategy': name, 'labels': labels.tolist(), 'iou_mean': mean.tolist(), 'iou_std': std.tolist(),
-        'aulc_mean': float(aulc.mean()), 'aulc_std': float(aulc.std()),
-        'labels_to_95': int(labels[reached[0]]) if len(reached) else None,
-        'max_labels': int(labels[-1]),
-        'score_ms_per_tile': 1000 * float(np.nanmean(score_s)) / pool_size if score_s else float('nan'),
-    })
-  rows.sort(key=lambda r: -r['aulc_mean'])
-  return {'rows': rows, 'reference_iou': ref_iou, 'reference_runs': reference}
-
-
-def write_outputs(directory: pathlib.Path, summary: dict) -> None:
-  rows = summary['rows']
-  budgets = rows[0]['labels'] if rows else []
-  out = io.StringIO()
-  writer = csv.writer(out)
-  writer.writerow(['strategy', *[f'iou@{b}' for b in budgets], *[f'iou_std@{b}' for b in budgets],
-                   'aulc', 'aulc_std', 'labels_to_95pct_reference', 'score_ms_per_tile'])
-  for r in rows:
-    writer.writerow([r['strategy'], *[f'{v:.4f}' for v in r['iou_mean']], *[f'{v:.4f}' for v in r['iou_std']],
-                     f"{r['aulc_mean']:.4f}", f"{r['aulc_std']:.4f}",
-                     r['labels_to_95'] if r['labels_to_95'] is not None else f">{r['max_labels']}",
-                     f"{r['score_ms_per_tile']:.3f}"])
-  atomic_write_text(directory / 'comparison.csv', out.getvalue())
-  atomic_write_text(directory / 'comparison.md', markdown(summary))
-  plot(rows, summary['reference_iou'], directory / 'learning_curves.png')
-
-
-def markdown(summary: dict) -> str:
-  rows = summary['rows']
-  budgets = rows[0]['labels'] if rows else []
-  head = ['strategy', *[f'IoU @{b}' for b in budgets], 'AULC', 'labels to 95 % ref', 'scoring ms/tile']
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  for r in rows:
-    cells = [f'`{r["strategy"]}`', *[f'{m:.3f} ± {s:.3f}' for m, s in zip(r['iou_mean'], r['iou_std'])],
-             f"{r['aulc_mean']:.3f} ± {r['aulc_std']:.3f}",
-             str(r['labels_to_95']) if r['labels_to_95'] is not None else f">{r['max_labels']}",
-             f"{r['score_ms_per_tile']:.2f}"]
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  ref = summary['reference_iou']
-  lines.append('')
-  lines.append(f'Full-pool reference IoU: {ref:.3f} (95 %: {0.95 * ref:.3f}), mean over '
-               f'{len(summary["reference_runs"])} seeds.' if np.isfinite(ref) else 'No full-pool reference run.')
-  return '\n'.join(lines) + '\n'
-
-
-def plot(rows: list[dict], reference_iou: float, path: pathlib.Path) -> None:
-  fig, ax = plt.subplots(figsize=(8, 5))
-  colors = plt.get_cmap('tab20').colors  # twelve strategies: no repeated colour
-  for i, r in enumerate(rows):
-    labels, mean, std = np.array(r['labels']), np.array(r['iou_mean']), np.array(r['iou_std'])
-    style = '-' if r['strategy'].startswith('iou') else '--'
-    color = colors[(2 * i) % 20 + (2 * i) // 20]
-    ax.plot(labels, mean, style, marker='o', ms=3, color=color, label=r['strategy'])
-    ax.fill_between(labels, mean - std, mean + std, color=color, alpha=0.10)
-  if np.isfinite(reference_iou):
-    ax.axhline(reference_iou, color='k', lw=1, label='full pool')
-    ax.axhline(0.95 * reference_iou, color='k', lw=0.8, ls=':', label='95 % of full pool')
-  ax.set_xlabel('target labels used')
-  ax.set_ylabel('test IoU (mean ± std over seeds)')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  with atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=110, format='png')
-  plt.close(fig)

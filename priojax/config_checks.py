@@ -83,6 +83,13 @@ def check_config(config) -> None:
   _need(config.priority.aggregation in AGGREGATIONS, 'priority.aggregation', f'one of {AGGREGATIONS}',
         config.priority.aggregation)
   formula = priority.get(config.priority.name)
+  _need(config.priority.acquisition in priority.ACQUISITIONS, 'priority.acquisition',
+        f'one of {priority.ACQUISITIONS}', config.priority.acquisition)
+  if config.priority.acquisition == 'power':
+    _need(formula.is_score, 'priority.acquisition',
+          f"'top_k' for {formula.name!r}, which picks its batch itself (power draws apply to score "
+          'formulas)', config.priority.acquisition)
+    _positive(config, 'priority.power_beta')
   # What scoring will compute: an unknown statistic in reads=... fails here.
   tile_stats.for_formula(formula, {'aggregation': config.priority.aggregation})
   if formula.needs_mc:

@@ -32,6 +32,9 @@ class LedgerEntry:
   source: str  # 'oracle' on a benchmark; 'import:<file>' for human labels
   sha256: str
   calibration: bool  # reserved for the IoU head, not for U-Net fine-tuning
+  # True IoU of the model that picked the tile, once its mask is known
+  # (None in ledgers written before it was recorded).
+  iou_at_pick: float | None = None
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -44,12 +47,13 @@ def calibration_flags(seed: int, ids, fraction: float) -> np.ndarray:
 
 
 def round_entries(ids, masks, sources: list[str], round_index: int, *, seed: int,
-                  holdout_fraction: float) -> list[LedgerEntry]:
+                  holdout_fraction: float, iou_at_pick=None) -> list[LedgerEntry]:
   """The ledger entries of one round's revealed masks."""
   held_out = calibration_flags(seed, ids, holdout_fraction)
+  at_pick = [None] * len(ids) if iou_at_pick is None else [float(v) for v in iou_at_pick]
   return [LedgerEntry(id=int(i), round=round_index, source=source, sha256=mask_hash(mask),
-                      calibration=bool(c))
-          for i, mask, source, c in zip(ids, masks, sources, held_out)]
+                      calibration=bool(c), iou_at_pick=a)
+          for i, mask, source, c, a in zip(ids, masks, sources, held_out, at_pick)]
 
 
 def with_entries(ledger: Ledger, entries: Iterable[LedgerEntry], where: str) -> dict[int, LedgerEntry]:

@@ -7,7 +7,8 @@ One round, as persisted steps (round_steps.py)::
   labelled    the oracle (or the annotators' import) reveals their masks -> ledger entries
   fine_tuned  fine-tune the U-Net on the labels, refit the IoU and loss heads
   evaluated   metrics on the target test split
-  then        orbax checkpoint with ledger and history (the round is now done)
+  then        orbax checkpoint with ledger, history and the pool's predicted IoU
+              (pool_history.py; the round is now done)
               -> metrics.jsonl + TensorBoard -> learning curve
 
 Round 0 is the pretrained source model, evaluated on the target before any
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from priojax import hooks, ledger, priority, rngs, round_steps, selection, tile_metrics, tile_stats
+from priojax.pool_history import PoolHistory
 from priojax.atomic_io import atomic_write_json, disk_errors
 from priojax.checkpoints import RoundCheckpoints
 from priojax.config_checks import check_budget, check_config, check_same_config
@@ -100,8 +103,9 @@ def selected_store(workdir: Workdir, round_index: int, formula: str) -> round_st
   arrays = round_steps.npz_store(
       'selection.npz',
       lambda s: {'ids': s.ids, 'priorities': s.priorities, 'pred_iou': s.pred_iou,
-                 **({'scores': s.scores} if s.scores is not None else {})},
-      lambda a: selection.Selection(a['ids'], a['priorities'], a['pred_iou'], a.get('scores')))
+                 'seconds': np.float64(s.seconds), **({'scores': s.scores} if s.scores is not None else {})},
+      lambda a: selection.Selection(a['ids'], a['priorities'], a['pred_iou'], a.get('scores'),
+                                    float(a['seconds'])))
 
   def save(folder, picked):
     atomic_write_json(workdir.selected(round_index),
@@ -114,9 +118,9 @@ def selected_store(workdir: Workdir, round_index: int, formula: str) -> round_st
 SCORES = round_steps.npz_store(
     'scores.npz',
     lambda v: {**{f'stat:{k}': c for k, c in v[0].columns.items()}, 'ids': v[0].ids,
-               'reference': v[1], 'seconds': np.float64(v[2])},
+               'reference': v[1], 'seconds': np.asarray(v[2], np.float64)},
     lambda a: (PoolStats(a['ids'], **{k.removeprefix('stat:'): c for k, c in a.items() if k.startswith('stat:')}),
-               a['reference'], float(a['seconds'])))
+               a['reference'], tuple(float(s) for s in a['seconds'])))
 LABELS = round_steps.json_store('labelled.json', lambda entries: [e.to_json() for e in entries],
                                  lambda obj: [ledger.LedgerEntry(**e) for e in obj])
 RECORD = round_steps.json_store('record.json')
@@ -135,7 +139,8 @@ class Experiment:
     self.networks = build_networks(config)
     self.mesh = make_mesh()
     p = config.priority
-    self.hparams = {'alpha': p.alpha, 'beta': p.beta, 'aggregation': p.aggregation}
+    self.hparams = {'alpha': p.alpha, 'beta': p.beta, 'aggregation': p.aggregation,
+                    'acquisition': p.acquisition, 'power_beta': p.power_beta}
     spec = tile_stats.StatsSpec.of(tile_stats.for_formula(self.formula, self.hparams),
                                    mc_passes=p.mc_passes, top_q=p.top_q, region=p.region)
     self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size, spec,
@@ -248,33 +253,79 @@ class Experiment:
                    'finetune_seconds': time.perf_counter() - start}
 
   def score(self, state, labelled: ledger.Ledger, round_index: int):
-    """(pool stats, reference embedding for distance formulas, seconds)."""
+    """(pool stats, reference embedding for distance formulas, (seconds
+    scoring the pool, seconds embedding the source reference tiles))."""
     cfg = self.config
     stats = self.scorer.score(state.params, self.data['target_pool'],
                               key=rngs.round_key(cfg.seed, round_index, 'mc_dropout'))
-    score_seconds = self.scorer.last_seconds
+    pool_seconds, reference_seconds = self.scorer.last_seconds, 0.0
+    if 'stratum' in self.scorer.stat_names:
+      stats = stats.replace(stratum=self.strata(stats.ids))
+    if 'label_iou' in self.scorer.stat_names or 'label_iou_at_pick' in self.scorer.stat_names:
+      stats = stats.replace(**self.label_stats(state, stats.ids, labelled))
     reference = np.zeros((0, 0), np.float32)
     if self.formula.needs_reference:
       n_ref = min(cfg.priority.source_reference, len(self.data['source_train']))
       ref = self.scorer.score(state.params, self.data['source_train'], np.arange(n_ref))
       labelled_rows = np.isin(stats.ids, ledger.ids(labelled))
       reference = np.concatenate([ref.embedding, stats.embedding[labelled_rows]])
-      score_seconds += self.scorer.last_seconds
-    return stats, reference, score_seconds
+      reference_seconds = self.scorer.last_seconds
+    return stats, reference, (pool_seconds, reference_seconds)
 
-  def select(self, stats, reference, labelled: ledger.Ledger, round_index: int):
+  def label_stats(self, state, ids: np.ndarray, labelled: ledger.Ledger) -> dict[str, np.ndarray]:
+    """``label_iou`` and ``label_iou_at_pick`` (tile_stats.py) per pool
+    tile: the current and the picking model's true IoU on the labelled tiles
+    the U-Net trained on, -1 elsewhere."""
+    now, at_pick = np.full(len(ids), -1.0, np.float32), np.full(len(ids), -1.0, np.float32)
+    fit = [i for i in ledger.ids(labelled, calibration=False) if labelled[i].iou_at_pick is not None]
+    if fit:
+      data = self.oracle.reveal(fit)
+      rows = np.searchsorted(ids, fit, sorter=np.argsort(ids))
+      rows = np.argsort(ids)[rows]
+      now[rows] = self.scorer.true_iou(state.params, data['image'], data['mask'])
+      at_pick[rows] = [labelled[i].iou_at_pick for i in fit]
+    return {'label_iou': now, 'label_iou_at_pick': at_pick}
+
+  def strata(self, ids: np.ndarray) -> np.ndarray:
+    """Each pool tile's stratum as an integer: its sub-population on the
+    synthetic benchmark, its scene for chips of scenes."""
+    pool = self.data['target_pool']
+    field = 'subpopulation' if pool.has_field('subpopulation') else 'scene'
+    values = pool.columns((field,))[field][pool.positions_of(ids)]
+    return np.unique(values, return_inverse=True)[1].astype(np.int64)
+
+  def pick_counts(self, ids: np.ndarray) -> dict:
+    """What a round labelled: ``picked/<stratum>`` (sub-population, or
+    scene for chips) and ``picked_with_buildings`` (picks whose mask has a
+    building pixel; read once the picks are labelled)."""
+    pool = self.data['target_pool']
+    rows = pool.positions_of(ids)
+    if pool.has_field('subpopulation'):
+      names = np.asarray(synthetic.SUBPOPULATIONS)[pool.columns(('subpopulation',))['subpopulation'][rows]]
+    else:
+      names = np.asarray([export.text(s) for s in pool.columns(('scene',))['scene'][rows]], object)
+    counts = {f'picked/{n}': int((names == n).sum()) for n in sorted(set(names.tolist()))}
+    masks = self.oracle.reveal(ids).get('mask', np.zeros((0, 1)))
+    return {**counts, 'picked_with_buildings': int(masks.reshape(len(rows), -1).any(axis=1).sum())}
+
+  def select(self, stats, reference, labelled: ledger.Ledger, round_index: int, pool: PoolHistory):
     cfg = self.config
     selectable = ~np.isin(stats.ids, ledger.ids(labelled))
     ctx = priority.SelectionContext(
         k=cfg.rounds.k or int(selectable.sum()), rng=rngs.round_key(cfg.seed, round_index, 'select'),
         selectable=selectable, reference_embedding=reference,
-        hparams=self.hparams)
+        hparams=self.hparams, history=pool.aligned(stats.ids))
     return selection.select(self.formula, stats, ctx)
 
-  def label(self, picked, round_index: int) -> list[ledger.LedgerEntry]:
+  def label(self, state, picked, round_index: int) -> list[ledger.LedgerEntry]:
+    """Ledger entries for the revealed picks, with the true IoU the picking
+    model (``state``) had on each."""
     revealed, sources = self.oracle.label_round(round_index, picked.ids)
+    at_pick = (self.scorer.true_iou(state.params, revealed['image'], revealed['mask'])
+               if len(picked.ids) else None)
     return ledger.round_entries(picked.ids, revealed.get('mask', []), sources, round_index,
-                                seed=self.config.seed, holdout_fraction=self.config.head.holdout_fraction)
+                                seed=self.config.seed, holdout_fraction=self.config.head.holdout_fraction,
+                                iou_at_pick=at_pick)
 
   def fine_tune(self, state, labelled: ledger.Ledger, round_index: int):
     """U-Net on the labelled tiles, then both heads; returns (state, info)."""
@@ -320,13 +371,14 @@ class Experiment:
     ledger.verify_labels(self.oracle.pool.name, [labelled[i] for i in fit], data)
     return {'image': data['image'], 'mask': data['mask']}
 
-  def round_steps(self, r: int, state, labelled: ledger.Ledger) -> list[round_steps.Step]:
-    """Round ``r``'s steps, starting from the committed ``state`` and ledger."""
+  def round_steps(self, r: int, state, labelled: ledger.Ledger, pool: PoolHistory) -> list[round_steps.Step]:
+    """Round ``r``'s steps, starting from the committed ``state``, ledger
+    and pool history."""
     start = time.perf_counter()
 
     def selected(out):
       stats, reference, _ = out['scored']
-      picked = self.select(stats, reference, labelled, r)
+      picked = self.select(stats, reference, labelled, r, pool)
       if self.geo is not None:
         self.export(state, stats, picked, r)
       return picked
@@ -345,41 +397,45 @@ class Experiment:
       return check_record({
           'round': r, 'labels': len(after_round), 'labels_fit': len(after_round) - n_cal,
           'labels_calibration': n_cal,
-          **self.evaluate(trained), **info, 'score_seconds': out['scored'][2],
+          **self.evaluate(trained), **info, **self.pick_counts(out['selected'].ids),
+          'pool_tiles': len(out['scored'][0]), 'score_seconds': out['scored'][2][0],
+          'reference_seconds': out['scored'][2][1], 'select_seconds': out['selected'].seconds,
           'eval_seconds': time.perf_counter() - t_eval, 'round_seconds': time.perf_counter() - start})
 
     Step = round_steps.Step
     return [
         Step('scored', lambda out: self.score(state, labelled, r), SCORES),
         Step('selected', selected, selected_store(self.workdir, r, self.formula.name)),
-        Step('labelled', lambda out: self.label(out['selected'], r), LABELS),
+        Step('labelled', lambda out: self.label(state, out['selected'], r), LABELS),
         Step('fine_tuned', fine_tuned, round_steps.checkpoint_store('fine_tuned', r, self.template)),
         Step('evaluated', evaluated, RECORD),
     ]
 
-  def commit(self, r: int, state, labelled: ledger.Ledger, history: list[dict]) -> None:
+  def commit(self, r: int, state, labelled: ledger.Ledger, history: list[dict], pool: PoolHistory) -> None:
     """Round ``r`` is done once this returns (its orbax checkpoint holds the
-    state, the whole ledger and the history)."""
+    state, the whole ledger, the metrics history and the pool history)."""
     meta = {'round': r, 'seed': self.config.seed, 'ledger': ledger.to_json(labelled), 'history': history}
-    self.ckpts.save(r, state, meta)
+    self.ckpts.save(r, state, meta, pool.to_arrays())
 
 
 def _restore_or_pretrain(exp: Experiment):
-  """(last finished round, state, ledger, history), pretraining if needed."""
+  """(last finished round, state, ledger, history, pool history),
+  pretraining if needed."""
   latest = exp.ckpts.latest_step()
   if latest is not None:
     state, meta = exp.ckpts.restore(latest, exp.template())
     logging.info('resuming after round %d from %s', latest, exp.workdir.checkpoints)
     exp.writer.sync(meta['history'])
-    return latest, state, ledger.from_json(meta['ledger']), meta['history']
+    pool = PoolHistory.from_arrays(exp.ckpts.read_pool(latest))
+    return latest, state, ledger.from_json(meta['ledger']), meta['history'], pool
   logging.info('pretraining on the source region')
   state, info = exp.pretrain()
   record = check_record({'round': 0, 'labels': 0, 'labels_fit': 0, 'labels_calibration': 0,
                          **exp.evaluate(state), **info})
-  exp.commit(0, state, {}, [record])
+  exp.commit(0, state, {}, [record], PoolHistory.empty())
   exp.writer.sync([record])
   _log_record(record)
-  return 0, state, {}, [record]
+  return 0, state, {}, [record], PoolHistory.empty()
 
 
 def _log_record(r: dict) -> None:
@@ -389,35 +445,39 @@ def _log_record(r: dict) -> None:
                f" | source-val IoU {r['source_val_iou']:.3f}" if 'source_val_iou' in r else '')
 
 
-def run(config, workdir: str) -> list[dict]:
-  """Runs (or resumes) the experiment; returns the metrics history."""
+def run(config, workdir: str, on_round: Callable[[dict], None] | None = None) -> list[dict]:
+  """Runs (or resumes) the experiment; returns the metrics history.
+  ``on_round``: called with each round's record once it is committed."""
   check_config(config)
   wd = Workdir(workdir)
   with disk_errors(wd.path):
     exp = Experiment(config, wd)
     try:
-      return _run_rounds(exp)
+      return _run_rounds(exp, on_round)
     finally:
       exp.writer.close()
       exp.ckpts.close()
 
 
-def _run_rounds(exp: Experiment) -> list[dict]:
+def _run_rounds(exp: Experiment, on_round: Callable[[dict], None] | None) -> list[dict]:
   config, wd = exp.config, exp.workdir
   old_config, new_config = wd.read_config(), json.loads(config.to_json())
   changed = check_same_config(old_config, new_config, wd.path)
   if old_config != new_config:
     wd.write_config(new_config)
-  done, state, labelled, history = _restore_or_pretrain(exp)
+  done, state, labelled, history, pool = _restore_or_pretrain(exp)
   round_steps.clear_finished(wd, done)
   for r in range(done + 1, config.rounds.num_rounds + 1):
     try:
       with hooks.within(round=r):
-        state, labelled, history = _run_round(exp, r, state, labelled, history, config_changed=changed)
+        state, labelled, history, pool = _run_round(exp, r, state, labelled, history, pool,
+                                                    config_changed=changed)
     except AwaitingLabels as waiting:
       logging.info('waiting for labels: %s', waiting)
       break
     changed = []
+    if on_round is not None:
+      on_round(history[-1])
   if done >= config.rounds.num_rounds:
     logging.info('all %d rounds were already done in %s', config.rounds.num_rounds, wd.path)
   if history[-1]['round'] > done or not wd.learning_curve.exists():
@@ -428,24 +488,26 @@ def _run_rounds(exp: Experiment) -> list[dict]:
 
 
 def _run_round(exp: Experiment, r: int, state, labelled: ledger.Ledger, history: list[dict],
-               config_changed: list[str]):
+               pool: PoolHistory, config_changed: list[str]):
   """Round ``r`` through its persisted steps, then its commit; returns the
-  new (state, ledger, history)."""
+  new (state, ledger, history, pool history)."""
   progress = round_steps.RoundProgress(exp.workdir, r, ROUND_STEPS)
   if config_changed and progress.has('fine_tuned'):
     logging.info('round %d: config changed (%s); redoing its training', r, ', '.join(config_changed))
     progress.rewind('labelled')
   if progress.done:
     logging.info('round %d: resuming after step %r', r, progress.done[-1])
-  out = round_steps.run_steps(progress, exp.round_steps(r, state, labelled))
+  out = round_steps.run_steps(progress, exp.round_steps(r, state, labelled, pool))
   labelled = ledger.with_entries(labelled, out['labelled'], str(progress.folder))
   state, record = out['fine_tuned'][0], out['evaluated']
   history = history + [record]
-  exp.commit(r, state, labelled, history)
+  scored = out['scored'][0]
+  pool = pool.appended(r, scored.ids, scored.pred_iou)
+  exp.commit(r, state, labelled, history, pool)
   hooks.point('committed')
   exp.writer.write(record)
   hooks.point('metrics_written')
   round_steps.clear_finished(exp.workdir, r)
   _log_record(record)
   plot_learning_curve(history, exp.workdir.learning_curve, exp.title)
-  return state, labelled, history
+  return state, labelled, history, pool

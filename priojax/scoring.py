@@ -165,14 +165,27 @@ class Scorer:
     return jax.eval_shape(self._stats, params, jax.ShapeDtypeStruct((1, size, size, 3), np.uint8),
                           jax.ShapeDtypeStruct((1,), np.uint32), jax.random.key(0))
 
-  def predict_masks(self, params: dict, images: np.ndarray) -> np.ndarray:
-    """Thresholded predictions of a few in-memory tiles (e.g. a selection)."""
+  def _in_memory(self, fn, params: dict, arrays: dict[str, np.ndarray]) -> list:
+    """``fn(params, *arrays)`` over a few in-memory tiles, in batches."""
     out = []
     params = mesh_lib.replicate(self.mesh, params)
-    for start in range(0, len(images), self.batch_size):
-      batch, valid = mesh_lib.pad_batch({'image': images[start:start + self.batch_size]}, self.batch_size)
-      out.append(np.asarray(self._predict(params, mesh_lib.shard_batch(self.mesh, batch['image'])))[:valid])
+    n = len(next(iter(arrays.values())))
+    for start in range(0, n, self.batch_size):
+      batch, valid = mesh_lib.pad_batch({k: v[start:start + self.batch_size] for k, v in arrays.items()},
+                                        self.batch_size)
+      result = fn(params, *(mesh_lib.shard_batch(self.mesh, batch[k]) for k in arrays))
+      out.append(jax.tree.map(lambda a, v=valid: np.asarray(a)[:v], result))
+    return out
+
+  def predict_masks(self, params: dict, images: np.ndarray) -> np.ndarray:
+    """Thresholded predictions of a few in-memory tiles (e.g. a selection)."""
+    out = self._in_memory(self._predict, params, {'image': images})
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], np.uint8)
+
+  def true_iou(self, params: dict, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The true (smoothed) IoU of a few in-memory labelled tiles."""
+    out = self._in_memory(self._eval, params, {'image': images, 'mask': masks})
+    return np.concatenate([o['true_iou'] for o in out]) if out else np.zeros(0, np.float32)
 
   def evaluate_tiles(self, params: dict, source: TileSource,
                      positions: np.ndarray | None = None) -> dict[str, np.ndarray]:

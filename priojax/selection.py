@@ -10,6 +10,7 @@ not exceed what is left.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
@@ -24,6 +25,7 @@ class Selection:
   priorities: np.ndarray  # [k]
   pred_iou: np.ndarray  # [k]
   scores: np.ndarray | None = None  # [N] every pool tile's priority (score formulas only)
+  seconds: float = 0.0  # the formula's time to pick
 
   def to_json(self) -> dict:
     return {
@@ -58,6 +60,7 @@ def select(formula: Formula, stats: PoolStats, ctx: SelectionContext) -> Selecti
   if k == 0:
     empty = np.zeros(0)
     return Selection(np.zeros(0, np.int64), empty, empty)
+  start = time.perf_counter()
   try:
     check_stats(stats, formula.stat_names(ctx.hparams), selectable)
     picks = formula.pick(stats, ctx)
@@ -70,4 +73,4 @@ def select(formula: Formula, stats: PoolStats, ctx: SelectionContext) -> Selecti
     raise SelectionError(f'priority formula {formula.name!r} picked a labelled or repeated tile '
                          f'(or not k={k} pool rows)')
   return Selection(stats.ids[positions].astype(np.int64), np.asarray(picks.priorities, np.float64),
-                   np.asarray(stats.pred_iou)[positions], picks.scores)
+                   np.asarray(stats.pred_iou)[positions], picks.scores, time.perf_counter() - start)

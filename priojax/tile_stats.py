@@ -17,7 +17,16 @@ The statistics, for a tile with predicted building probabilities p:
   w.r.t. the 1x1 output layer's weights and bias, pooled over pixels);
 * ``<map>/<aggregation>``: a pixel map (entropy, margin, least_confidence;
   with MC dropout bald, mc_variance; see uncertainty.py) aggregated over the
-  tile by mean, topq or region.
+  tile by mean, topq or region;
+* ``stratum``: what the data says a tile belongs to, not the model (the
+  scene of a chip, the sub-population of a synthetic tile), as an integer;
+* ``label_iou``: for a labelled tile the U-Net trained on, its true IoU
+  under the current model (-1 for every other tile);
+* ``label_iou_at_pick``: for the same tiles, the true IoU of the model that
+  picked it (the ledger's ``iou_at_pick``; -1 for every other tile).
+
+The last three come from the pool's records and the ledger (loop.py), not
+from the network alone, and are not computed here.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ from priojax.models.networks import Networks
 SCALARS = ('pred_iou', 'pred_loss', 'entropy', 'fg_fraction', 'embedding', 'badge')
 MAP_STATS = tuple(f'{m}/{a}' for m in uncertainty.MAPS for a in uncertainty.AGGREGATIONS)
 MC_STATS = tuple(f'{m}/{a}' for m in uncertainty.MC_MAPS for a in uncertainty.AGGREGATIONS)
-ALL = SCALARS + MAP_STATS + MC_STATS
+META = ('stratum', 'label_iou', 'label_iou_at_pick')
+ALL = SCALARS + MAP_STATS + MC_STATS + META
 # What every round records about its picks (their predicted IoU), whatever
 # the formula reads.
 ALWAYS = ('pred_iou',)

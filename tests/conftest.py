@@ -41,7 +41,8 @@ def smoke_config(data_dir):
 
 def subprocess_env(**extra) -> dict:
   env = dict(os.environ)
-  env['PYTHONPATH'] = str(ROOT) + os.pathsep + env.get('PYTHONPATH', '')
+  # tests/ too: the kill tests' formula (history_formula.py) is loaded by name.
+  env['PYTHONPATH'] = os.pathsep.join([str(ROOT), str(ROOT / 'tests'), env.get('PYTHONPATH', '')])
   env.update(extra)
   return env
 
@@ -56,11 +57,16 @@ def launch_smoke(workdir, data_dir, *flags, crash_at=None, head=('-m', 'experime
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+# Round 2 of the kill tests selects by what rounds 0-1 left in the round
+# state: the pool history and the ledger's IoU at pick.
+HISTORY_FORMULA = '--config.priority.name=history_formula:trend_and_gain'
+
+
 @pytest.fixture(scope='session')
 def uninterrupted_run(tmp_path_factory, data_dir):
   """Two smoke rounds through the launcher, never interrupted: the reference
   every crash test must reproduce."""
   workdir = tmp_path_factory.mktemp('uninterrupted')
-  result = launch_smoke(workdir, data_dir, '--config.rounds.num_rounds=2')
+  result = launch_smoke(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, subprocess_env
-from priojax import compare, compile_cache, priority, tile_stats
+from priojax import compare, comparison_report, comparison_stats, compile_cache, priority, tile_stats
+from priojax.errors import ConfigError, SelectionError
 
 
 def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
@@ -25,21 +26,28 @@ def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
   new = {k: v - traced_before.get(k, 0) for k, v in compile_cache.traces().items()}
   assert all(n <= 1 for n in new.values()), new
   hp = {'aggregation': config.base.priority.aggregation}
-  distinct = {(tile_stats.for_formula(priority.get(s), hp), priority.get(s).needs_mc) for s in config.strategies}
+  formulas = [priority.get(s.removesuffix(compare.POWER)) for s in config.strategies]
+  distinct = {(tile_stats.for_formula(f, hp), f.needs_mc) for f in formulas}
   assert sum(new[k] for k in new if k[0] == 'stats') <= len(distinct) < len(config.strategies)
   assert sum(new[k] for k in new if k[0] in ('seg_step', 'head_step')) <= 2
   names = {r['strategy'] for r in summary['rows']}
-  assert names == set(priority.BUILTIN) and len(names) == 12
+  assert names == set(config.strategies) and len(names) == len(config.strategies) >= 12
   with open(tmp_path / 'cmp' / 'comparison.csv') as f:
     table = list(csv.DictReader(f))
   assert {r['strategy'] for r in table} == names
   assert all(0.0 <= float(r['iou@6']) <= 1.0 for r in table)
   md = (tmp_path / 'cmp' / 'comparison.md').read_text()
-  assert '| `iou` |' in md and 'Full-pool reference IoU' in md
+  assert '| `iou` |' in md and 'Full-pool reference IoU' in md and 'Labelled tiles per stratum' in md
   assert (tmp_path / 'cmp' / 'learning_curves.png').stat().st_size > 5000
-  # The reference labels the whole pool in one round (rounds.k=0).
+  assert (tmp_path / 'cmp' / 'picks.png').stat().st_size > 5000
+  # The reference trains on every pool label in one round (rounds.k=0), none held out.
   reference = [json.loads(l) for l in (tmp_path / 'cmp' / 'reference' / 'seed0' / 'metrics.jsonl').open()]
-  assert [r['labels'] for r in reference] == [0, config.base.data.num_target_pool]
+  pool = config.base.data.num_target_pool
+  assert [(r['labels'], r['labels_fit']) for r in reference] == [(0, 0), (pool, pool)]
+  # Every round records what it labelled, by sub-population.
+  run = [json.loads(l) for l in (tmp_path / 'cmp' / 'runs' / 'typiclust' / 'seed0' / 'metrics.jsonl').open()]
+  assert sum(v for k, v in run[1].items() if k.startswith('picked/')) == config.base.rounds.k
+  assert 0 <= run[1]['picked_with_buildings'] <= config.base.rounds.k and run[1]['pool_tiles'] == pool
   # Same pretrained model for every strategy: identical round-0 IoU.
   assert len({r['iou_mean'][0] for r in summary['rows']}) == 1
   # Resuming a finished comparison recomputes nothing and gives the same table.
@@ -47,18 +55,87 @@ def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
   assert again['rows'] == summary['rows']
 
 
+def _history(ious, **extra):
+  return [{'round': r, 'labels': b, 'iou': v, 'score_seconds': 0.5, 'select_seconds': 0.1, 'pool_tiles': 100,
+           **({k: v[r - 1] for k, v in extra.items()} if r else {})}
+          for r, (b, v) in enumerate(zip((0, 10, 20), ious))]
+
+
 def test_summaries_on_hand_made_histories():
-  run = lambda ious: [{'labels': b, 'iou': v, 'score_seconds': 0.5} for b, v in zip((0, 10, 20), ious)]
-  histories = {'a': [run((0.2, 0.6, 0.8)), run((0.2, 0.4, 0.8))], 'b': [run((0.2, 0.3, 0.4))] * 2}
-  summary = compare.summarise(histories, reference=[0.8, 0.8], pool_size=100)
+  histories = {'a': [_history((0.2, 0.6, 0.8), **{'picked/haze': (3, 1)}), _history((0.2, 0.4, 0.8))],
+               'random': [_history((0.2, 0.3, 0.4), **{'picked/empty': (2, 2)})] * 2}
+  summary = comparison_stats.summarise(histories, reference=[0.8, 0.9])
   a, b = summary['rows']
   assert a['strategy'] == 'a'  # sorted by AULC
   np.testing.assert_allclose(a['iou_mean'], [0.2, 0.5, 0.8])
   np.testing.assert_allclose(a['iou_std'], [0.0, 0.1, 0.0])
   # Trapezoid: (0.2 + 0.5)/2 * 10 + (0.5 + 0.8)/2 * 10 = 10, over a span of 20.
   assert a['aulc_mean'] == pytest.approx(0.5)
-  assert a['labels_to_95'] == 20 and b['labels_to_95'] is None
+  # Per seed against its own reference: 0.76 is reached at 20 labels, 0.855 never.
+  assert a['labels_to_95'] == [20, float('inf')] and b['labels_to_95'] == [float('inf')] * 2
+  assert comparison_stats.spread(a['labels_to_95']) == '∞ [20, ∞]'
   assert a['score_ms_per_tile'] == pytest.approx(5.0)  # round 1 (compilation) left out
+  assert a['select_ms_per_round'] == pytest.approx(100.0)
+  # Picks per stratum and round, every stratum in every row.
+  assert a['picks'] == {'empty': [0.0, 0.0], 'haze': [1.5, 0.5]}
+  assert b['picks'] == {'empty': [2.0, 2.0], 'haze': [0.0, 0.0]}
+  assert 'vs_baseline' in a and 'vs_baseline' not in b
+  md = comparison_report.markdown(summary)
+  assert '| `a` |' in md and '(baseline)' in md and '| `a` | 0.0 (0.0/0.0) | 2.0 (1.5/0.5) |' in md
+
+
+def test_the_bootstrap_interval_is_over_paired_seeds():
+  """Seeds differ a lot (source models of different luck); the strategy is
+  always 0.01 better on the same seed. Paired, the interval is tight and
+  above zero; an unpaired bootstrap on the same numbers would straddle it."""
+  seed_level = np.array([0.50, 0.70, 0.55, 0.80, 0.62])
+  base, strategy = seed_level, seed_level + np.array([0.010, 0.012, 0.008, 0.011, 0.009])
+  mean, lo, hi = comparison_stats.paired_bootstrap(strategy, base)
+  assert mean == pytest.approx(0.01) and 0.0085 < lo < mean < hi < 0.0115
+  # Through summarise: the pairing is by seed position in each strategy's list.
+  hist = lambda v: [{'round': 0, 'labels': 0, 'iou': v}, {'round': 1, 'labels': 10, 'iou': v}]
+  summary = comparison_stats.summarise({'random': [hist(v) for v in base], 's': [hist(v) for v in strategy]}, [])
+  row = next(r for r in summary['rows'] if r['strategy'] == 's')
+  assert row['vs_baseline'][1] > 0
+  # Shuffle one arm's seeds: the pairing breaks, and the interval widens past zero.
+  shuffled = comparison_stats.summarise(
+      {'random': [hist(v) for v in base], 's': [hist(v) for v in strategy[[3, 0, 4, 1, 2]]]}, [])
+  row = next(r for r in shuffled['rows'] if r['strategy'] == 's')
+  assert row['vs_baseline'][1] < 0 < row['vs_baseline'][2]
+  # A fixed resampling seed: the same interval every time.
+  assert comparison_stats.paired_bootstrap(strategy, base) == (mean, lo, hi)
+  with pytest.raises(ValueError, match='paired'):
+    comparison_stats.paired_bootstrap(strategy, base[:4])
+
+
+@pytest.mark.parametrize('given, want', [
+    (('random', 'iou'), ('random', 'iou')), (('(random,iou)',), ('random', 'iou')),
+    (('random,iou_gain+power',), ('random', 'iou_gain+power')), ("('random', 'iou')", ('random', 'iou'))])
+def test_strategies_from_the_command_line(given, want):
+  assert compare.strategy_names(given) == want
+
+
+def test_bad_strategies_and_seeds_are_one_line():
+  with pytest.raises(SelectionError, match="unknown priority formula 'nope'"):
+    compare.strategy_names(('(random,nope)',))
+  with pytest.raises(ConfigError, match='names a strategy twice'):
+    compare.strategy_names(('random', 'random'))
+  assert compare.seed_list((0, 1)) == (0, 1) and compare.seed_list('(3,4)') == (3, 4) and compare.seed_list(5) == (5,)
+  with pytest.raises(ConfigError, match='config.seeds: expected integers'):
+    compare.seed_list(('a',))
+  assert compare.strategy_overrides('iou+power') == {'priority.name': 'iou', 'priority.acquisition': 'power'}
+
+
+def test_progress_estimates_the_time_left():
+  p = compare.Progress(seeds=2, strategies=3, num_rounds=4, reference=True, pretrain_per_seed=2)
+  assert p.rounds_left == 2 * 4 * 4 and p.eta() == 'time still unknown'
+  p.pretrained(30.0)
+  p.round_done({'round': 1, 'round_seconds': 100.0})  # compiles: not timed
+  p.round_done({'round': 2, 'round_seconds': 10.0})
+  assert p.rounds_left == 30
+  assert p.eta() == 'about 6 min'  # 30 rounds x 10 s + 1 pretraining x 30 s
+  p.round_done({'round': 1, 'round_seconds': 80.0}, weight=4)  # a reference round: 4 rounds' steps
+  assert p.rounds_left == 26
 
 
 def test_a_formula_defined_outside_the_package_runs_through_the_launcher(tmp_path, data_dir):

@@ -10,11 +10,12 @@ import signal
 import jax.numpy as jnp
 import pytest
 
-from conftest import launch_smoke, subprocess_env
+from conftest import HISTORY_FORMULA, launch_smoke, subprocess_env
 from priojax import atomic_io, compile_cache, loop, round_steps, train
 from priojax.atomic_io import atomic_write_bytes
 from priojax.checkpoints import RoundCheckpoints
 from priojax.errors import TrainingError, WorkdirError
+from priojax.pool_history import PoolHistory
 from priojax.workdir import Workdir
 
 
@@ -38,6 +39,7 @@ def pretrained(tmp_path_factory, smoke_config):
   workdir = tmp_path_factory.mktemp('pretrained') / 'w'
   config = smoke_config.copy_and_resolve_references()
   config.rounds.num_rounds = 0
+  config.priority.name = HISTORY_FORMULA.split('=')[1]  # as the uninterrupted run's
   loop.run(config, str(workdir))
   return workdir
 
@@ -126,7 +128,7 @@ def test_a_changed_config_redoes_training_but_keeps_the_labels(tmp_path, pretrai
   # Simulate a round stopped after fine-tuning with the old learning rate.
   exp = loop.Experiment(config, Workdir(workdir))
   st, meta = exp.ckpts.restore(0, exp.template())
-  steps, out = exp.round_steps(1, st, {}), {}
+  steps, out = exp.round_steps(1, st, {}, PoolHistory.empty()), {}
   for step in steps[:3]:  # scored, selected, labelled: as the loop does them
     out[step.name] = step.compute(out)
     progress.save(step, out[step.name])
@@ -186,7 +188,7 @@ def _noise(line: str) -> bool:
 
 
 def _launch(workdir, data_dir, *, file_limit=None, crash_at=None):
-  flags = ('--config.rounds.num_rounds=1',)
+  flags = ('--config.rounds.num_rounds=1', HISTORY_FORMULA)
   if not file_limit:
     return launch_smoke(workdir, data_dir, *flags, crash_at=crash_at)
   # Its truncated entries must not reach the shared XLA cache.

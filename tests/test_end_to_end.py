@@ -3,10 +3,11 @@
 import json
 import signal
 
+import chex
 import numpy as np
 import pytest
 
-from conftest import launch_smoke as _launch
+from conftest import HISTORY_FORMULA, launch_smoke as _launch
 from priojax import hooks, loop
 from priojax.checkpoints import RoundCheckpoints
 
@@ -71,15 +72,17 @@ PERSISTED = {'scoring': [], 'scored': ['scored'], 'selected': ['scored', 'select
              'evaluated': list(loop.ROUND_STEPS), 'checkpoint_writing': list(loop.ROUND_STEPS)}
 
 
-def _committed(workdir):
-  """(last committed round, its ledger, its history), read as a user would."""
+def _committed(workdir, pool=False):
+  """(last committed round, its ledger, its history[, its pool history]),
+  read as a user would."""
   ckpts = RoundCheckpoints(workdir / 'checkpoints', read_only=True)
   try:
     latest = ckpts.latest_step()
     meta = ckpts.read_meta(latest)
+    arrays = ckpts.read_pool(latest) if pool else None
   finally:
     ckpts.close()
-  return latest, meta['ledger'], meta['history']
+  return (latest, meta['ledger'], meta['history']) + ((arrays,) if pool else ())
 
 
 def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, uninterrupted_run):
@@ -89,7 +92,7 @@ def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, unin
   want_ids = [want_sel[f'selected_round_{r}.json']['ids'] for r in (1, 2)]
   workdir = tmp_path / 'killed'
   for n, crash_at in enumerate(KILL_CHAIN):
-    result = _launch(workdir, data_dir, '--config.rounds.num_rounds=2', crash_at=crash_at)
+    result = _launch(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA, crash_at=crash_at)
     assert result.returncode == -signal.SIGKILL, (crash_at, result.stderr[-3000:])
     if n:
       assert 'resuming after round' in result.stderr, crash_at
@@ -104,13 +107,18 @@ def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, unin
     if latest < r:
       done = json.loads(progress.read_text())['done'] if progress.exists() else []
       assert done == PERSISTED[point], crash_at
-  last = _launch(workdir, data_dir, '--config.rounds.num_rounds=2')
+  last = _launch(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA)
   assert last.returncode == 0, last.stderr[-3000:]
   got_lines, got_sel = _read(workdir)
   assert got_sel == want_sel
   assert _strip_timings(got_lines) == _strip_timings(want_lines)
-  latest, ledger, _ = _committed(workdir)
+  latest, ledger, _, pool = _committed(workdir, pool=True)
   assert latest == 2 and [e['id'] for e in ledger] == sorted(sum(want_ids, []))
+  # The round state a history-reading formula reads is the uninterrupted run's.
+  _, want_ledger, _, want_pool = _committed(reference, pool=True)
+  assert ledger == want_ledger and all(e['iou_at_pick'] is not None for e in ledger)
+  assert want_pool['rounds'].tolist() == [1, 2]
+  chex.assert_trees_all_equal(pool, want_pool)
   assert not (workdir / 'rounds' / 'round_2').exists()  # cleared after its commit
 
 

@@ -28,19 +28,26 @@ def pools(draw):
       pred_iou=col(), entropy=aggregates['entropy/mean'], fg_fraction=col(),
       embedding=draw(hnp.arrays(np.float32, (n, DIM), elements=ints)),
       pred_loss=col(), badge=draw(hnp.arrays(np.float32, (n, DIM + 1), elements=ints)),
+      stratum=np.asarray(draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), np.int64),
       **aggregates)
   labelled = np.asarray(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
   labelled[0] = False  # at least one tile left
+  # The labelled tiles' true IoU now and when picked (-1 for the others).
+  stats = stats.replace(label_iou=np.where(labelled, col(), -1.0).astype(np.float32),
+                        label_iou_at_pick=np.where(labelled, col(), -1.0).astype(np.float32))
+  history = np.stack([col() for _ in range(draw(st.integers(0, 2)))] or [np.zeros((0, n), np.float32)])
   k = draw(st.integers(0, int((~labelled).sum())))
   perm = np.asarray(draw(st.permutations(range(n))))
   reference = draw(hnp.arrays(np.float32, (draw(st.integers(0, 3)), DIM), elements=ints))
-  return stats, labelled, k, perm, reference
+  history = history.reshape(-1, n)
+  return stats, labelled, k, perm, reference, history
 
 
-def _ctx(stats, labelled, k, reference, seed=0):
+def _ctx(stats, labelled, k, reference, history, seed=0):
   ref = np.concatenate([reference, stats.embedding[labelled]])
   return priority.SelectionContext(k=k, rng=jax.random.key(seed), selectable=~labelled,
-                                   reference_embedding=ref, hparams={'aggregation': 'topq'})
+                                   reference_embedding=ref, hparams={'aggregation': 'topq'},
+                                   history=history)
 
 
 def _near_tie(scores, picked, selectable, k):
@@ -53,9 +60,9 @@ def _near_tie(scores, picked, selectable, k):
 @settings(max_examples=15, deadline=None)
 @given(pool=pools())
 def test_strategy_properties(name, pool):
-  stats, labelled, k, perm, reference = pool
+  stats, labelled, k, perm, reference, history = pool
   formula = priority.get(name)
-  a = selection.select(formula, stats, _ctx(stats, labelled, k, reference))
+  a = selection.select(formula, stats, _ctx(stats, labelled, k, reference, history))
   # Never a labelled or repeated tile, exactly k.
   assert len(a.ids) == k == len(set(a.ids.tolist()))
   assert not set(a.ids.tolist()) & set(stats.ids[labelled].tolist())
@@ -64,11 +71,11 @@ def test_strategy_properties(name, pool):
     assert a.scores is None  # nothing is computed for an empty request
     return
   # Deterministic under a fixed seed.
-  b = selection.select(formula, stats, _ctx(stats, labelled, k, reference))
+  b = selection.select(formula, stats, _ctx(stats, labelled, k, reference, history))
   np.testing.assert_array_equal(a.ids, b.ids)
   # Pool order does not matter: same set (and equivariant scores).
   shuffled = stats.take(perm)
-  c = selection.select(formula, shuffled, _ctx(shuffled, labelled[perm], k, reference))
+  c = selection.select(formula, shuffled, _ctx(shuffled, labelled[perm], k, reference, history[:, perm]))
   if a.scores is None:  # a picker: its scores change after every pick
     assert sorted(a.ids.tolist()) == sorted(c.ids.tolist())
   else:

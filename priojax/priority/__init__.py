@@ -4,12 +4,13 @@ Importing this package registers the built-in formulas.
 """
 
 from priojax.priority import formulas as _formulas  # noqa: F401  (registers)
-from priojax.priority.registry import (Formula, Picks, SelectionContext, get, names, register,
-                                       register_picker)
+from priojax.priority import learnability as _learnability  # noqa: F401  (registers)
+from priojax.priority.registry import (ACQUISITIONS, Formula, Picks, SelectionContext, get, names,
+                                       register, register_picker)
 
 # The strategies priojax ships (a comparison runs them all); formulas that
 # users register later are not among them.
 BUILTIN = tuple(names())
 
-__all__ = ['BUILTIN', 'Formula', 'Picks', 'SelectionContext', 'get', 'names', 'register',
+__all__ = ['ACQUISITIONS', 'BUILTIN', 'Formula', 'Picks', 'SelectionContext', 'get', 'names', 'register',
            'register_picker']

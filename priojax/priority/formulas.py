@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-from priojax.priority import diversity
 import numpy as np
 
+from priojax.priority import diversity, typicality
 from priojax.priority.registry import Picks, SelectionContext, register, register_picker
 
 
@@ -129,3 +128,60 @@ def badge_priority(stats, ctx: SelectionContext):
   The first pick is the largest ||g_i||; each next one is drawn with
   probability ∝ D(g_i)^2, the squared distance to the nearest pick."""
   return _picks(diversity.kmeans_pp(stats.badge, ctx.selectable, stats.ids, ctx.rng, k=ctx.k))
+
+
+FOREGROUND_MIN = 0.01  # fg_random: a tile "contains buildings" from 1 % of its pixels
+
+
+@register('fg_random', reads=('fg_fraction',))
+def foreground_random_priority(stats, ctx: SelectionContext) -> jax.Array:
+  """Foreground-aware random (the baseline nnActive, Lüth et al. 2025, found
+  no AL method to beat reliably): random among the tiles the model predicts
+  to contain buildings (predicted building fraction >= 1 %), then random
+  among the rest: p_i = 1[f_i >= 0.01] + U(0, 1), U as ``random``."""
+  return (jnp.asarray(stats.fg_fraction, jnp.float32) >= FOREGROUND_MIN).astype(jnp.float32) + \
+      random_priority(stats, ctx)
+
+
+@register_picker('stratified_random', reads=('stratum',))
+def stratified_random_priority(stats, ctx: SelectionContext):
+  """Stratified random where strata are known (a chip's scene; on the
+  synthetic benchmark the generator's sub-population, an oracle stratum):
+  each stratum gets k · (its unlabelled tiles / all unlabelled tiles) picks
+  by largest remainder (ties by stratum number), random within it (the
+  per-tile uniforms of ``random``)."""
+  strata = np.asarray(stats.stratum, np.int64)
+  u = np.asarray(random_priority(stats, ctx), np.float64)
+  names, counts = np.unique(strata[ctx.selectable], return_counts=True)
+  quota = ctx.k * counts / counts.sum()
+  take = np.floor(quota).astype(int)
+  extra = np.lexsort((names, -(quota - take)))[:ctx.k - take.sum()]
+  take[extra] += 1
+  positions = []
+  for name, n in zip(names, take):
+    members = np.flatnonzero(ctx.selectable & (strata == name))
+    positions.extend(members[np.lexsort((stats.ids[members], -u[members]))[:n]].tolist())
+  positions = np.asarray(positions, np.int64)
+  # Pick order: by the uniform draw, so the order does not follow the strata.
+  positions = positions[np.lexsort((stats.ids[positions], -u[positions]))]
+  return Picks(positions, u[positions])
+
+
+@register_picker('typiclust', reads=('embedding',))
+def typiclust_priority(stats, ctx: SelectionContext):
+  """TypiClust (Hacohen et al., ICML 2022), for low budgets: cluster the pool
+  embeddings into |L| + k clusters, take the most typical unlabelled tile,
+  typicality(x) = (mean distance to its K = 20 nearest neighbours)^-1, of
+  each cluster with the fewest labels (largest first); see typicality.py."""
+  return _picks(typicality.typiclust(stats.embedding, stats.ids, ctx.selectable, ctx.rng, ctx.k))
+
+
+@register_picker('maxherding', reads=('embedding',))
+def maxherding_priority(stats, ctx: SelectionContext):
+  """MaxHerding (Bae et al., ECCV 2024): greedy max of the pool's kernel
+  coverage C(L) = 1/N Σ_x max_{l in L} exp(-||x - l||² / 2σ²), L the
+  labelled pool tiles and the picks; σ the median kNN distance of the pool
+  (typicality.py). Priority: each pick's coverage gain."""
+  sigma = typicality.kernel_width(stats.embedding)
+  return _picks(typicality.maxherding(stats.embedding, ctx.selectable, stats.ids,
+                                      max(sigma, 1e-6), k=ctx.k))

@@ -27,7 +27,9 @@ from priojax.errors import SelectionError
 
 # The hparams a run sets (config.priority), their defaults for a direct
 # caller, and what ``reads`` may name in braces: 'entropy/{aggregation}'.
-DEFAULT_HPARAMS = {'aggregation': 'mean', 'alpha': 1.0, 'beta': 1.0}
+DEFAULT_HPARAMS = {'aggregation': 'mean', 'alpha': 1.0, 'beta': 1.0,
+                   'acquisition': 'top_k', 'power_beta': 1.0}
+ACQUISITIONS = ('top_k', 'power')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,10 @@ class SelectionContext:
   selectable: np.ndarray  # [N] bool: False for tiles already labelled
   reference_embedding: np.ndarray  # [M, D]: source tiles and labelled tiles
   hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # [R, N]: the pool's predicted IoU as scored in each earlier round (oldest
+  # first, columns in the order of the stats; pool_history.py); no rows in
+  # round 1.
+  history: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
   def hparam(self, name: str, default: Any = None) -> Any:
     """The run's value, else the one default of DEFAULT_HPARAMS, else (for a
@@ -69,6 +75,7 @@ class Formula:
   needs_reference: bool = False  # wants ctx.reference_embedding filled
   needs_mc: bool = False  # wants MC-dropout statistics ('bald/*', 'mc_variance/*')
   source: Callable | None = None  # the user's function, as registered
+  is_score: bool = False  # a score per tile, picked by top_k (or a power draw)
 
   def stat_names(self, hparams: dict[str, Any]) -> tuple[str, ...]:
     """``reads`` with the hparams filled in."""
@@ -80,13 +87,27 @@ class Formula:
                            f'hparam ({e}); known: {sorted(hparams)}') from None
 
 
-# Folded into the round's selection key for the tie-break hash, so that it is
-# not the key a formula itself draws from (random's per-tile uniforms).
+# Folded into the round's selection key for the tie-break hash and for the
+# power draw, so that neither is the key a formula itself draws from
+# (random's per-tile uniforms).
 _TIE_BREAK = 0x7469
+_POWER = 0x706f77
+
+
+def power_keys(scores: np.ndarray, ids: np.ndarray, rng: jax.Array, beta: float) -> np.ndarray:
+  """Stochastic power acquisition (Kirsch et al., TMLR 2023): the top k of
+  β·log s_i + Gumbel_i is a draw of k tiles without replacement with
+  p(i) ∝ s_i^β (Gumbel-top-k); the noise is keyed by tile id, so the draw
+  does not depend on the pool's order. Scores <= 0 get probability 0."""
+  gumbel = np.asarray(jax.vmap(lambda i: jax.random.gumbel(jax.random.fold_in(rng, i)))(
+      np.asarray(ids, np.uint32)), np.float64)
+  with np.errstate(divide='ignore'):
+    return np.where(scores > 0, beta * np.log(np.maximum(scores, 1e-300)) + gumbel, -np.inf)
 
 
 def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks]:
-  """A score formula as a picker: the k selectable tiles of highest score.
+  """A score formula as a picker: the k selectable tiles of highest score
+  (or, with hparam acquisition='power', k drawn with p ∝ score^power_beta).
   Ties go by a hash of the tile id keyed by the round's selection key, then
   by the id: independent of pool order, and not the storage or raster order
   that ids follow (a model that predicts nothing ties every tile)."""
@@ -103,7 +124,13 @@ def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks
     candidates = np.flatnonzero(ctx.selectable)
     ids = stats.ids[candidates]
     tie = rngs.keyed_bits(jax.random.fold_in(ctx.rng, _TIE_BREAK), ids)
-    order = np.lexsort((ids, tie, -scores[candidates]))
+    rank = scores[candidates]
+    acquisition = ctx.hparam('acquisition')
+    if acquisition == 'power':
+      rank = power_keys(rank, ids, jax.random.fold_in(ctx.rng, _POWER), float(ctx.hparam('power_beta')))
+    elif acquisition != 'top_k':
+      raise SelectionError(f'hparam acquisition={acquisition!r}; expected one of {ACQUISITIONS}')
+    order = np.lexsort((ids, tie, -rank))
     positions = candidates[order[:ctx.k]]
     return Picks(positions, scores[positions], scores)
 
@@ -126,7 +153,7 @@ def register(name: str, *, reads: tuple[str, ...], needs_reference: bool = False
   ``@register('my_formula', reads=('entropy',))``."""
 
   def wrap(fn: Callable) -> Callable:
-    _add(Formula(name, top_k(name, fn), tuple(reads), needs_reference, needs_mc, fn))
+    _add(Formula(name, top_k(name, fn), tuple(reads), needs_reference, needs_mc, fn, is_score=True))
     return fn
 
   return wrap

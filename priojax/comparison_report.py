@@ -1,0 +1,152 @@
+"""A comparison's summary as files: comparison.csv, comparison.md (the
+tables the README shows), learning_curves.png and picks.png."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from priojax.atomic_io import atomic_path, atomic_write_text  # noqa: E402
+from priojax.comparison_stats import spread  # noqa: E402
+
+
+def write_outputs(directory: pathlib.Path, summary: dict, title: str = '') -> None:
+  atomic_write_text(directory / 'comparison.csv', table_csv(summary))
+  atomic_write_text(directory / 'comparison.md', markdown(summary))
+  plot_curves(summary, directory / 'learning_curves.png', title)
+  if any(r['picks'] for r in summary['rows']):
+    plot_picks(summary['rows'], directory / 'picks.png', title)
+
+
+def _vs(row: dict) -> tuple[str, str, str]:
+  if 'vs_baseline' not in row:
+    return ('', '', '')
+  return tuple(f'{v:+.4f}' for v in row['vs_baseline'])
+
+
+def table_csv(summary: dict) -> str:
+  rows = summary['rows']
+  budgets = rows[0]['labels'] if rows else []
+  out = io.StringIO()
+  writer = csv.writer(out)
+  writer.writerow(['strategy', *[f'iou@{b}' for b in budgets], *[f'iou_std@{b}' for b in budgets],
+                   'aulc', 'aulc_std', f'aulc_minus_{summary["baseline"]}', 'ci95_low', 'ci95_high',
+                   'labels_to_95pct_reference', 'score_ms_per_tile', 'select_ms_per_round'])
+  for r in rows:
+    writer.writerow([r['strategy'], *[f'{v:.4f}' for v in r['iou_mean']], *[f'{v:.4f}' for v in r['iou_std']],
+                     f"{r['aulc_mean']:.4f}", f"{r['aulc_std']:.4f}", *_vs(r),
+                     spread(r['labels_to_95']) if 'labels_to_95' in r else '',
+                     f"{r['score_ms_per_tile']:.3f}", f"{r['select_ms_per_round']:.1f}"])
+  return out.getvalue()
+
+
+def markdown(summary: dict) -> str:
+  rows = summary['rows']
+  budgets = rows[0]['labels'] if rows else []
+  base = summary['baseline']
+  head = ['strategy', *[f'IoU @{b}' for b in budgets], 'AULC', f'AULC − {base} [95 % CI]',
+          'labels to 95 % ref', 'scoring ms/tile', 'selection ms/round']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for r in rows:
+    if 'vs_baseline' in r:
+      d, lo, hi = r['vs_baseline']
+      mark = ' **>0**' if lo > 0 else (' **<0**' if hi < 0 else '')
+      vs = f'{d:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}'
+    else:
+      vs = '(baseline)' if r['strategy'] == base else ''
+    cells = [f'`{r["strategy"]}`', *[f'{m:.3f} ± {s:.3f}' for m, s in zip(r['iou_mean'], r['iou_std'])],
+             f"{r['aulc_mean']:.3f} ± {r['aulc_std']:.3f}", vs,
+             spread(r['labels_to_95']) if 'labels_to_95' in r else '',
+             f"{r['score_ms_per_tile']:.2f}", f"{r['select_ms_per_round']:.0f}"]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  ref = summary['reference_runs']
+  seeds = len(rows[0]['aulc']) if rows else 0
+  lines.append('')
+  if ref:
+    lines.append(f'{seeds} seeds. Full-pool reference IoU (every pool label): {np.mean(ref):.3f} ± '
+                 f'{np.std(ref):.3f}; labels to reach 95 % of each seed\'s reference: median [min, max] '
+                 'over seeds, ∞ = not within the budget.')
+  else:
+    lines.append(f'{seeds} seeds. No full-pool reference run.')
+  lines.extend(['', *picks_markdown(rows)])
+  return '\n'.join(lines) + '\n'
+
+
+def picks_markdown(rows: list[dict]) -> list[str]:
+  """Mean picks per stratum over all rounds, and per round (r1/r2/...)."""
+  strata = sorted({s for r in rows for s in r['picks']})
+  if not strata:
+    return []
+  lines = ['Labelled tiles per stratum (mean over seeds; total, then per round):', '',
+           '| strategy | ' + ' | '.join(strata) + ' |', '|' + '---|' * (len(strata) + 1)]
+  for r in rows:
+    cells = []
+    for s in strata:
+      per_round = r['picks'].get(s, [])
+      cells.append(f'{sum(per_round):.1f} ({"/".join(f"{v:.1f}" for v in per_round)})')
+    lines.append(f'| `{r["strategy"]}` | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def _colors(n: int):
+  colors = plt.get_cmap('tab20').colors
+  return [colors[(2 * i) % 20 + (2 * i) // 20] for i in range(n)]
+
+
+def plot_curves(summary: dict, path: pathlib.Path, title: str = '') -> None:
+  rows, reference_iou = summary['rows'], summary['reference_iou']
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for r, color in zip(rows, _colors(len(rows))):
+    labels, mean, std = np.array(r['labels']), np.array(r['iou_mean']), np.array(r['iou_std'])
+    style = '-' if r['strategy'].startswith('iou') else '--'
+    ax.plot(labels, mean, style, marker='o', ms=3, color=color, label=r['strategy'])
+    ax.fill_between(labels, mean - std, mean + std, color=color, alpha=0.10)
+  if np.isfinite(reference_iou):
+    ax.axhline(reference_iou, color='k', lw=1, label='full pool')
+    ax.axhline(0.95 * reference_iou, color='k', lw=0.8, ls=':', label='95 % of full pool')
+  ax.set_xlabel('target labels used')
+  ax.set_ylabel('test IoU (mean ± std over seeds)')
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_picks(rows: list[dict], path: pathlib.Path, title: str = '') -> None:
+  """One panel per strategy: picks per round, stacked by stratum."""
+  strata = sorted({s for r in rows for s in r['picks']})
+  cols = min(4, len(rows))
+  nrows = -(-len(rows) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), sharey=True, squeeze=False)
+  colors = dict(zip(strata, plt.get_cmap('tab10').colors))
+  for ax, r in zip(axes.flat, rows):
+    rounds = np.arange(1, len(next(iter(r['picks'].values()), [])) + 1)
+    bottom = np.zeros(len(rounds))
+    for s in strata:
+      v = np.asarray(r['picks'].get(s, np.zeros(len(rounds))))
+      ax.bar(rounds, v, bottom=bottom, color=colors[s], label=s)
+      bottom += v
+    ax.set_title(r['strategy'], fontsize=8)
+    ax.set_xticks(rounds)
+  for ax in axes.flat[len(rows):]:
+    ax.axis('off')
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc='lower center', ncol=len(strata), fontsize=7)
+  fig.suptitle(f'{title}: labelled tiles per round (mean over seeds)' if title else
+               'labelled tiles per round (mean over seeds)', fontsize=9)
+  fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+  _save(fig, path)
+
+
+def _save(fig, path: pathlib.Path) -> None:
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=110, format='png')
+  plt.close(fig)
