@@ -1,23 +1,43 @@
-r"""Runs (or resumes) the strategy comparison and writes its table and plot.
+r"""Runs (or resumes) the strategy comparison and writes its table and plots.
 
     python -m experiments.compare --config=configs/compare.py --workdir=runs/compare
     python -m experiments.compare --config=configs/compare.py --workdir=runs/compare \
-        --config.strategies='("random", "iou")' --config.seeds='(0,)'
+        --config.strategies='(random,iou_gain)' --config.seeds='(0,1)'
+
+With ``--readme_section=<name>``, the README's block between
+``<!-- comparison:<name> -->`` and ``<!-- /comparison:<name> -->`` is
+replaced by the comparison's tables and plots (how the README's are made).
 """
+
+import pathlib
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import launch
-from priojax import compare
+from priojax import compare, comparison_report
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and the comparison go.')
+_README = flags.DEFINE_string('readme_section', None, 'README block to regenerate from the result.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run(config, workdir: str) -> None:
+  if _README.value:  # before hours of runs, not after
+    comparison_report.readme_block(ROOT / 'README.md', _README.value)
+  compare.run_comparison(config, workdir)
+  if _README.value:
+    command = ' '.join(['python -m experiments.compare', *[a for a in sys.argv[1:] if not a.startswith('--workdir')]])
+    comparison_report.update_readme(ROOT / 'README.md', _README.value, pathlib.Path(workdir), ROOT / 'docs',
+                                    command)
 
 
 def main(argv):
-  launch.run_main(argv, _CONFIG, _WORKDIR.value, compare.run_comparison)
+  launch.run_main(argv, _CONFIG, _WORKDIR.value, run)
 
 
 if __name__ == '__main__':

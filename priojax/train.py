@@ -72,6 +72,9 @@ def augment(rng: jax.Array, images: jnp.ndarray, masks: jnp.ndarray):
   return jax.vmap(one)(keys, images, masks)
 
 
+IOU_TARGET_EPS = 0.005  # IoU targets of the head are clipped to [ε, 1 - ε]
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadLoss:
   rank_weight: float = 1.0
@@ -108,13 +111,24 @@ def head_step(networks: Networks, tx: optax.GradientTransformation, hl: HeadLoss
   ranking, the loss head by the Learning-Loss ranking term alone."""
   state = state.replace(head_opt=with_learning_rate(state.head_opt, learning_rate))
 
+  # The IoU is regressed by cross-entropy on the head's logit, with targets
+  # inside [ε, 1 - ε]. By squared error through the sigmoid, a batch of
+  # tiles with IoU exactly 1 (empty, predicted empty) put the optimum at an
+  # infinite logit; Adam's normalised steps walked there, the output became
+  # exactly 1.0 for every tile, its gradient exactly 0, and the head never
+  # moved again. The cross-entropy's gradient, p - y, stays alive.
+  iou_targets = jnp.clip(iou_targets, IOU_TARGET_EPS, 1.0 - IOU_TARGET_EPS)
+  logit_head = networks.head.clone(activation=lambda z: z)
+
   def loss_fn(p):
-    pred = networks.head.apply({'params': p['head']}, feats)
+    logits = logit_head.apply({'params': p['head']}, feats)
+    pred = jax.nn.sigmoid(logits)
+    fit = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, iou_targets))
     mse = jnp.mean((pred - iou_targets) ** 2)
     rank = ranking_loss(pred, iou_targets, hl.rank_margin)
     pred_loss = networks.predicted_loss(p, feats)
     loss_rank = ranking_loss(pred_loss, loss_targets, hl.loss_rank_margin)
-    return mse + hl.rank_weight * rank + loss_rank, (mse, rank, loss_rank)
+    return fit + hl.rank_weight * rank + loss_rank, (mse, rank, loss_rank)
 
   heads = _heads(state.params)
   (loss, (mse, rank, loss_rank)), grads = jax.value_and_grad(loss_fn, has_aux=True)(heads)

@@ -46,8 +46,9 @@ ALL = priority.BUILTIN
 
 def test_registry_lists_builtins():
   # The one place the list is written out: losing a strategy must fail here.
-  assert ALL == ('badge', 'bald', 'coreset', 'entropy', 'iou', 'iou_density', 'iou_diversity',
-                 'learning_loss', 'least_confidence', 'margin', 'mc_variance', 'random')
+  assert ALL == ('badge', 'bald', 'coreset', 'entropy', 'fg_random', 'iou', 'iou_density', 'iou_diversity',
+                 'iou_gain', 'iou_trend', 'learning_loss', 'least_confidence', 'margin', 'maxherding',
+                 'mc_variance', 'random', 'stratified_random', 'typiclust')
   assert set(ALL) <= set(priority.names())
 
 

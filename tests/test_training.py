@@ -133,3 +133,30 @@ def test_fitting_the_iou_head_makes_it_rank_unseen_tiles(smoke_config):
   after = spearman(fitted)
   exp.ckpts.close()
   assert after > 0.5 and after > before + 0.3, (before, after)
+
+
+def test_the_iou_head_does_not_saturate_on_perfect_targets(smoke_config):
+  """Every target exactly 1 (empty tiles predicted empty) for many steps:
+  the head stays below 1 with a live gradient, and refitting it on varied
+  targets makes it rank again. Unclipped, Adam drove the sigmoid to exactly
+  1.0 for every input and the head never moved again."""
+  from priojax import loop
+  from priojax.workdir import Workdir
+  import tempfile
+
+  exp = loop.Experiment(smoke_config.copy_and_resolve_references(), Workdir(tempfile.mkdtemp()))
+  state = exp.initial_state()
+  tiles = exp.scorer.evaluate_tiles(state.params, exp.data['target_test'])
+  perfect = {**tiles, 'true_iou': np.ones_like(tiles['true_iou'])}
+  state, _ = exp.trainer.fit_head(state, [perfect], steps=1500, batch_size=16, learning_rate=3e-2,
+                                  rng=jax.random.key(0))
+  pred = np.asarray(exp.scorer.evaluate_tiles(state.params, exp.data['target_test'])['pred_iou'])
+  assert pred.max() < 1.0 - 1e-3, pred.max()
+  # Then real targets (a fixed function of the inputs): it learns to rank them.
+  target = 1 / (1 + np.exp(-8 * (tiles['head_inputs'][:, -7] - tiles['head_inputs'][:, -7].mean())))
+  varied = {**tiles, 'true_iou': target.astype(np.float32)}
+  state, _ = exp.trainer.fit_head(state, [varied], steps=300, batch_size=16, learning_rate=3e-3,
+                                  rng=jax.random.key(1))
+  pred = np.asarray(exp.scorer.evaluate_tiles(state.params, exp.data['target_test'])['pred_iou'])
+  exp.ckpts.close()
+  assert tile_metrics.spearman(pred, target) > 0.8
