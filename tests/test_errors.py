@@ -28,9 +28,13 @@ def _assert_one_clear_line(result, pattern):
     ('--config.rounds.k=41', 'error: config.rounds: k=41 x num_rounds=1 = 41 labels exceeds the 40 tiles'),
     ('--config.finetune.init=fresh', "error: config.finetune.init: expected 'previous' or 'pretrained', got 'fresh'"),
     ('--config.head.holdout_fraction=1.5', 'error: config.head.holdout_fraction: expected a number in [0, 1)'),
+    ('--config.priority.acquisition=soft', "error: config.priority.acquisition: expected one of ('top_k', "
+     "'power'), got 'soft'"),
+    ('--config.priority.name=coreset --config.priority.acquisition=power',
+     "error: config.priority.acquisition: expected 'top_k' for 'coreset', which picks its batch itself"),
 ])
 def test_bad_config_values(tmp_path, flag, pattern):
-  result = _run(flag, workdir=str(tmp_path / 'w'))
+  result = _run(*flag.split(), workdir=str(tmp_path / 'w'))
   assert result.returncode == 2
   _assert_one_clear_line(result, pattern)
   assert not (tmp_path / 'w').exists() or not any((tmp_path / 'w').iterdir())

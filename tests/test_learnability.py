@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from priojax import priority, selection
 from priojax.errors import SelectionError
 from priojax.pool_history import PoolHistory
-from priojax.priority import learnability, typicality
+from priojax.priority import diversity, learnability
 from priojax.scoring import PoolStats
 
 
@@ -72,7 +72,7 @@ def test_iou_gain_matches_a_numpy_kernel_regression_and_skips_the_stuck_region()
 def test_iou_gain_kernel_regression_is_chunked_over_many_labelled_tiles():
   rng = np.random.default_rng(3)
   x = rng.normal(size=(50, 3)).astype(np.float32)
-  centres = rng.normal(size=(2 * typicality.CHUNK + 5, 3)).astype(np.float32)
+  centres = rng.normal(size=(2 * diversity.CHUNK + 5, 3)).astype(np.float32)
   values = rng.random(len(centres)).astype(np.float32)
   got = np.asarray(learnability.kernel_regression(x, centres, values, 0.7, 1.0, 1.0))
   w = np.exp(-np.linalg.norm(x[:, None].astype(np.float64) - centres[None], axis=-1) ** 2 / (2 * 0.49))

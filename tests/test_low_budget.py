@@ -80,7 +80,7 @@ def test_kmeans_matches_lloyd_from_the_same_seeding():
 
 def test_typicality_matches_numpy_over_several_chunks():
   x = _blobs(np.random.default_rng(2), [700, 500])  # 1200 rows: two chunks, the last one padded
-  assert len(x) > typicality.CHUNK
+  assert len(x) > diversity.CHUNK
   want = _ref_typicality(x.astype(np.float64), 20)
   chex.assert_trees_all_close(np.asarray(typicality.typicality(x)), want, rtol=2e-3)  # float32 distances
   # Within a cluster (NumPy, any size) the same quantity.

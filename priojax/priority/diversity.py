@@ -21,7 +21,16 @@ import functools
 import jax
 import jax.numpy as jnp
 
-_REF_CHUNK = 1024
+CHUNK = 1024  # rows of the reference (or candidates) taken at a time: memory is N x CHUNK
+
+
+def row_chunks(x: jnp.ndarray):
+  """Rows of ``x`` as [chunks, CHUNK, D] (zero-padded) and their validity."""
+  n = x.shape[0]
+  chunks = max(1, -(-n // CHUNK))
+  pad = chunks * CHUNK - n
+  valid = (jnp.arange(chunks * CHUNK) < n).reshape(chunks, CHUNK)
+  return jnp.pad(x, ((0, pad), (0, 0))).reshape(chunks, CHUNK, -1), valid
 
 
 def pairwise_distances(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
@@ -38,12 +47,7 @@ def min_distances(x: jnp.ndarray, reference: jnp.ndarray) -> jnp.ndarray:
   n, m = x.shape[0], reference.shape[0]
   if m == 0:
     return jnp.full((n,), jnp.inf, x.dtype)
-  chunks = -(-m // _REF_CHUNK)
-  pad = chunks * _REF_CHUNK - m
-  ref = jnp.pad(reference, ((0, pad), (0, 0)))
-  valid = jnp.arange(chunks * _REF_CHUNK) < m
-  ref = ref.reshape(chunks, _REF_CHUNK, -1)
-  valid = valid.reshape(chunks, _REF_CHUNK)
+  ref, valid = row_chunks(reference)
 
   def step(best, chunk):
     r, v = chunk

@@ -59,8 +59,8 @@ def kernel_regression(x, centres, values, sigma, prior, prior_weight):
   """(Σ_j w_ij v_j + c·prior) / (Σ_j w_ij + c) with an RBF kernel, the
   centres consumed in chunks (memory N x chunk)."""
   x = jnp.asarray(x, jnp.float32)
-  rows, valid = typicality.row_chunks(jnp.asarray(centres, jnp.float32))
-  vals, _ = typicality.row_chunks(jnp.asarray(values, jnp.float32)[:, None])
+  rows, valid = diversity.row_chunks(jnp.asarray(centres, jnp.float32))
+  vals, _ = diversity.row_chunks(jnp.asarray(values, jnp.float32)[:, None])
   valid = valid & (vals[..., 0] >= 0)  # padding rows (value -1) weigh nothing
 
   def step(carry, chunk):
@@ -94,7 +94,7 @@ def learnability(stats, ctx: SelectionContext) -> np.ndarray:
   ell = learnable_fraction(now[known], at_pick[known])
   # Padded on the host to a fixed multiple, so that one compiled function
   # serves every round (the labelled set grows each round).
-  pad = -len(ell) % typicality.CHUNK
+  pad = -len(ell) % diversity.CHUNK
   centres = np.pad(np.asarray(stats.embedding, np.float32)[known], ((0, pad), (0, 0)))
   ell = np.pad(ell, (0, pad), constant_values=-1.0)
   return np.asarray(kernel_regression(stats.embedding, centres, ell, sigma, 1.0, PRIOR_WEIGHT), np.float64)
@@ -115,7 +115,7 @@ def neighbourhood_mean(x, values, *, k: int):
   x = jnp.asarray(x, jnp.float32)
   n = x.shape[0]
   k = min(k, n - 1)
-  rows, _ = typicality.row_chunks(x)
+  rows, _ = diversity.row_chunks(x)
 
   def chunk(r):
     d = diversity.pairwise_distances(r, x)

@@ -32,18 +32,8 @@ import numpy as np
 from priojax.priority import diversity
 
 K_NEIGHBOURS = 20
-CHUNK = 1024
 _KMEANS_ITERATIONS = 20
 MIN_CLUSTER_SIZE = 5  # TypiClust skips clusters this small (unless none is larger)
-
-
-def row_chunks(x: jnp.ndarray):
-  """Rows of ``x`` as [chunks, CHUNK, D] (zero-padded) and their validity."""
-  n = x.shape[0]
-  chunks = max(1, -(-n // CHUNK))
-  pad = chunks * CHUNK - n
-  valid = (jnp.arange(chunks * CHUNK) < n).reshape(chunks, CHUNK)
-  return jnp.pad(x, ((0, pad), (0, 0))).reshape(chunks, CHUNK, -1), valid
 
 
 @functools.partial(jax.jit, static_argnames=('k',))
@@ -54,8 +44,8 @@ def knn_mean_distance(x: jnp.ndarray, members: jnp.ndarray, *, k: int) -> jnp.nd
   x = jnp.asarray(x, jnp.float32)
   n = x.shape[0]
   k = max(1, min(k, n - 1))
-  rows, valid = row_chunks(x)
-  index, _ = row_chunks(jnp.arange(n)[:, None])
+  rows, valid = diversity.row_chunks(x)
+  index, _ = diversity.row_chunks(jnp.arange(n)[:, None])
 
   def chunk(args):
     r, v, idx = args
@@ -170,7 +160,7 @@ def maxherding(embedding, selectable, ids, sigma, *, k: int):
   ids = jnp.asarray(ids, jnp.int32)
   selectable = jnp.asarray(selectable, bool)
   n = x.shape[0]
-  rows, valid = row_chunks(x)
+  rows, valid = diversity.row_chunks(x)
 
   def kernel(a, b):
     return jnp.exp(-diversity.pairwise_distances(a, b) ** 2 / (2.0 * sigma ** 2))
