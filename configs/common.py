@@ -44,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       manifest='',  # for kind='geotiff'
       source_val_fraction=0.2,  # for kind='geotiff': source chips held out for the head
       data_dir='~/.cache/priojax/tensorflow_datasets',
+      split_seed=-1,  # seed of the data (benchmark tiles, source val split); -1: config.seed
       tile_size=64,
       num_source_train=600,
       num_source_val=150,

@@ -125,7 +125,8 @@ def run_comparison(config, workdir: str) -> dict:
                       1 if shared else len(seeds))
   for seed in seeds:
     # With shared_source, every seed starts from the first seed's source
-    # model (the seeds then vary the selections and fine-tuning only).
+    # model and uses its data (the seeds then vary the selections, the
+    # calibration draw and fine-tuning only).
     pretrain = wd.path / 'pretrain' / f'seed{seeds[0] if shared else seed}'
     if not (shared and seed != seeds[0]):
       progress.start(f'seed {seed} · source model')
@@ -133,12 +134,13 @@ def run_comparison(config, workdir: str) -> dict:
       started = time.perf_counter()
       _run(base, pretrain, seed=seeds[0] if shared else seed, **{'rounds.num_rounds': 0})
       progress.pretrained(time.perf_counter() - started)
+    data = {'data.split_seed': seeds[0]} if shared else {}
     for name in strategies:
       progress.start(f'seed {seed} · {name}')
       logging.info('[compare] seed %d · %s | %s left', seed, name, progress.eta())
       histories.setdefault(name, []).append(_run(
           base, wd.path / 'runs' / name / f'seed{seed}', on_round=progress.round_done, seed=seed,
-          **strategy_overrides(name), **{'pretrain.from_workdir': str(pretrain)}))
+          **strategy_overrides(name), **data, **{'pretrain.from_workdir': str(pretrain)}))
     if config.reference:
       progress.start(f'seed {seed} · full-pool reference')
       logging.info('[compare] seed %d · full-pool reference', seed)
@@ -146,7 +148,7 @@ def run_comparison(config, workdir: str) -> dict:
       # round on every label (k=0; none held out for the head).
       ref = _run(base, wd.path / 'reference' / f'seed{seed}', seed=seed,
                  on_round=lambda r: progress.round_done(r, weight=base.rounds.num_rounds),
-                 **{'priority.name': 'random', 'pretrain.from_workdir': str(pretrain),
+                 **data, **{'priority.name': 'random', 'pretrain.from_workdir': str(pretrain),
                     'rounds.num_rounds': 1, 'rounds.k': 0, 'head.holdout_fraction': 0.0,
                     'finetune.steps': base.finetune.steps * max(1, base.rounds.num_rounds)})
       reference.append(ref[-1]['iou'])

@@ -76,6 +76,7 @@ def check_config(config) -> None:
   for field in ('pretrain.steps', 'pretrain.head_steps', 'finetune.steps', 'head.steps',
                 'rounds.num_rounds', 'rounds.k', 'priority.source_reference', 'seed'):
     _int(config, field, lo=0)
+  _int(config, 'data.split_seed', lo=-1)
   for field in ('pretrain.learning_rate', 'finetune.learning_rate', 'head.learning_rate'):
     _positive(config, field)
   for field in ('finetune.source_replay', 'head.holdout_fraction', 'model.dropout', 'priority.top_q'):

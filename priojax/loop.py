@@ -67,18 +67,19 @@ def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
   """Split name -> TileSource, and the scenes' metadata for chip data (None
   for the synthetic benchmark)."""
   d = config.data
+  seed = data_seed(config)
   if d.kind == 'geotiff':
     manifest = load_manifest(d.manifest)
     gcfg = geo_builder.make_geo_config(manifest, tile_size=d.tile_size,
-                                       source_val_fraction=d.source_val_fraction, seed=config.seed)
+                                       source_val_fraction=d.source_val_fraction, seed=seed)
     sources, meta = geo_builder.load_geo_chips(gcfg, d.data_dir)
   elif d.kind == 'rio_grande_dsg':
-    rcfg = rio_grande.make_rio_grande_config(tile_size=d.tile_size, seed=config.seed,
+    rcfg = rio_grande.make_rio_grande_config(tile_size=d.tile_size, seed=seed,
                                              source_val_fraction=d.source_val_fraction)
     sources, meta = rio_grande.load_rio_grande(rcfg, d.data_dir)
   else:
     bcfg = builders.make_builder_config(
-        tile_size=d.tile_size, seed=config.seed, num_source_train=d.num_source_train,
+        tile_size=d.tile_size, seed=seed, num_source_train=d.num_source_train,
         num_source_val=d.num_source_val, num_target_pool=d.num_target_pool,
         num_target_test=d.num_target_test)
     sources, meta = builders.load_crisis_bench(bcfg, d.data_dir), None
@@ -88,6 +89,12 @@ def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
       raise DataError(f'{data_name(config)}: split {name!r} has no chips (scenes smaller than '
                       f'{d.tile_size} px, or mostly nodata?)')
   return data, meta
+
+
+def data_seed(config) -> int:
+  """The seed of the data (the synthetic benchmark's tiles, the source
+  chips' train/val split): ``data.split_seed``, or the run's seed when -1."""
+  return config.data.split_seed if config.data.split_seed >= 0 else config.seed
 
 
 def data_name(config) -> str:

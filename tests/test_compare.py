@@ -167,3 +167,28 @@ def test_a_formula_defined_outside_the_package_runs_through_the_launcher(tmp_pat
       "unknown; decorate it with @priojax.priority.register('<name>', reads=(...)) in module "
       "'plain_formulas'"]
   assert not (tmp_path / 'plain' / 'checkpoints').exists()
+
+
+def test_a_shared_source_model_and_data_for_every_seed(tmp_path, data_dir):
+  """shared_source: one pretraining (the first seed's), one dataset; the
+  seeds then differ in their selections only."""
+  from configs import compare as compare_config
+
+  config = compare_config.get_config('smoke')
+  config.base.data.data_dir = data_dir
+  config.strategies = ('random',)
+  config.seeds = (3, 4)
+  config.reference = False
+  config.shared_source = True
+  summary = compare.run_comparison(config, str(tmp_path / 'cmp'))
+  assert sorted(p.name for p in (tmp_path / 'cmp' / 'pretrain').iterdir()) == ['seed3']
+  runs = [[json.loads(l) for l in (tmp_path / 'cmp' / 'runs' / 'random' / f'seed{s}' / 'metrics.jsonl').open()]
+          for s in (3, 4)]
+  assert runs[0][0]['iou'] == runs[1][0]['iou']  # same source model on the same test tiles
+  picks = [json.loads((tmp_path / 'cmp' / 'runs' / 'random' / f'seed{s}' / 'selected_round_1.json').read_text())
+           for s in (3, 4)]
+  assert picks[0]['ids'] != picks[1]['ids']
+  configs = [json.loads((tmp_path / 'cmp' / 'runs' / 'random' / f'seed{s}' / 'config.json').read_text())
+             for s in (3, 4)]
+  assert [c['data']['split_seed'] for c in configs] == [3, 3] and [c['seed'] for c in configs] == [3, 4]
+  assert len(summary['rows'][0]['aulc']) == 2

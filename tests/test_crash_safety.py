@@ -47,6 +47,7 @@ def pretrained(tmp_path_factory, smoke_config):
 def _one_more_round(smoke_config, **changes):
   config = smoke_config.copy_and_resolve_references()
   config.rounds.num_rounds = 1
+  config.priority.name = HISTORY_FORMULA.split('=')[1]  # the formula `pretrained` started with
   for key, value in changes.items():
     section, name = key.split('.')
     config[section][name] = value
