@@ -24,6 +24,7 @@ import time
 from absl import logging
 
 from priojax import comparison_report, comparison_stats, loop, priority
+from priojax.data import loading
 from priojax.config_checks import set_field
 from priojax.errors import ConfigError
 from priojax.workdir import Workdir
@@ -117,7 +118,7 @@ def run_comparison(config, workdir: str) -> dict:
   base = config.base
   strategies, seeds = strategy_names(config.strategies), seed_list(config.seeds)
   shared = bool(config.get('shared_source', False))
-  title = loop.data_name(base).removeprefix('the ')
+  title = loading.data_name(base).removeprefix('the ')
   histories: dict[str, list[list[dict]]] = {}
   reference: list[float] = []
   summary: dict = {}

@@ -10,6 +10,7 @@ from rasterio.crs import CRS
 
 from geo_fixtures import MERCATOR, burn, rects_to_polygons, write_project
 from priojax import loop
+from priojax.data import loading
 from priojax.geo import export
 from priojax.geo import raster as geo
 from priojax.errors import DataError
@@ -86,7 +87,7 @@ def test_human_rounds_stop_import_and_continue(tmp_path, data_dir):
     ids, masks = f['ids'], f['masks']
   assert ids.tolist() == selected
   scene_truth = burn(rects, 96, 96)
-  pool = loop.load_data(config)[0]['target_pool']
+  pool = loading.load_data(config)[0]['target_pool']
   windows = pool.read_ids(ids)['window']
   for (row, col, h, w), mask in zip(windows, masks):
     want = scene_truth[row:row + h, col:col + w]

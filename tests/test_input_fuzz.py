@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from geo_fixtures import MERCATOR, write_project, write_scene
 from priojax import loop
+from priojax.data import loading
 from priojax.geo.manifest import REGIONS, load_manifest
 from priojax.errors import DataError
 
@@ -126,7 +127,7 @@ def test_nan_declared_as_nodata_is_accepted(finished, tmp_path):
     return data, np.nan
 
   _rewrite(copy / 'pool.tif', fn)
-  data, _ = loop.load_data(_config(copy / 'manifest.yaml', config.data.data_dir, k=2, rounds=1))
+  data, _ = loading.load_data(_config(copy / 'manifest.yaml', config.data.data_dir, k=2, rounds=1))
   windows = data['target_pool'].read_all()['window']
   assert len(windows) == 8 and not ((windows[:, 0] == 0) & (windows[:, 1] == 0)).any()
 
@@ -181,7 +182,7 @@ def waiting(tmp_path_factory):
   workdir = root / 'w'
   loop.run(config, str(workdir))
   selected = json.loads((workdir / 'selected_round_1.json').read_text())['ids']
-  pool = loop.load_data(config)[0]['target_pool']
+  pool = loading.load_data(config)[0]['target_pool']
   transforms = {i: Affine(*t) for i, t in zip(selected, pool.read_ids(selected)['transform'])}
   return config, workdir, selected, transforms
 

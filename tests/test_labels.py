@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from priojax import ledger, loop, rngs
+from priojax.data import loading
 from priojax.checkpoints import RoundCheckpoints
 from priojax.errors import DataError, WorkdirError
 from priojax.train import Trainer
@@ -67,7 +68,7 @@ def test_calibration_labels_never_reach_unet_training(tmp_path, smoke_config, mo
   calibration = ledger.ids(labelled, calibration=True)
   fit = ledger.ids(labelled, calibration=False)
   assert calibration and fit  # both kinds exist in this run
-  pool = loop.load_data(config)[0]['target_pool']
+  pool = loading.load_data(config)[0]['target_pool']
   images = {i: pool.read_ids([i])['image'][0] for i in labelled}
   # Pretraining (no target), then rounds 1 and 2: exactly the fitting labels.
   assert trained[0] is None and len(trained) == 3

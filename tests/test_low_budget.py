@@ -78,11 +78,18 @@ def test_kmeans_matches_lloyd_from_the_same_seeding():
   np.testing.assert_array_equal(got, want)
 
 
-def test_typicality_matches_numpy_over_several_chunks():
+def test_knn_distances_match_numpy_over_several_chunks():
   x = _blobs(np.random.default_rng(2), [700, 500])  # 1200 rows: two chunks, the last one padded
   assert len(x) > diversity.CHUNK
-  want = _ref_typicality(x.astype(np.float64), 20)
-  chex.assert_trees_all_close(np.asarray(typicality.typicality(x)), want, rtol=2e-3)  # float32 distances
+  want = 1.0 / _ref_typicality(x.astype(np.float64), 20) - 1e-5
+  got = np.asarray(typicality.knn_mean_distance(x, np.ones(len(x), bool), k=20))
+  chex.assert_trees_all_close(got, want, rtol=2e-3)  # float32 distances
+  # Only members count as neighbours.
+  members = np.arange(len(x)) % 3 == 0
+  d = np.linalg.norm(x[:, None].astype(np.float64) - x[members][None], axis=-1)
+  d[np.flatnonzero(members), np.arange(members.sum())] = np.inf  # a member is not its own neighbour
+  chex.assert_trees_all_close(np.asarray(typicality.knn_mean_distance(x, members, k=5)),
+                              np.sort(d, 1)[:, :5].mean(1), rtol=2e-3)
   # Within a cluster (NumPy, any size) the same quantity.
   chex.assert_trees_all_close(typicality.cluster_typicality(x[:50], 7), _ref_typicality(x[:50], 7), rtol=1e-6)
 

@@ -14,6 +14,7 @@ from scipy import ndimage
 from geo_fixtures import UTM, burn, pixel_rects, rects_to_polygons, rgb_scene_with_buildings, \
     write_geojson, write_project, write_scene
 from priojax import loop
+from priojax.data import loading
 from priojax.errors import DataError
 from priojax.geo import builder as geo_builder
 from priojax.geo.manifest import load_manifest
@@ -111,7 +112,7 @@ def test_images_without_georeference_run_a_round_and_export_pixel_chips(tmp_path
   listed = json.loads((out / 'selected_pixels.json').read_text())
   assert [c['id'] for c in listed] == selected
   assert 'not georeferenced' in (out / 'NOT_GEOREFERENCED.txt').read_text()
-  pool = loop.load_data(config)[0]['target_pool']
+  pool = loading.load_data(config)[0]['target_pool']
   for chip in listed:
     row, col, h, w = chip['window']
     assert (h, w) == (32, 32) and 0 <= row <= SIZE - 32 and 0 <= col <= SIZE - 32

@@ -14,7 +14,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geo_fixtures import pixel_rects, rects_to_polygons, rgb_scene_with_buildings, write_scene
-from priojax.data import rio_grande
+from priojax.data import loading, rio_grande
 from priojax.errors import DataError
 from priojax.geo.export import text
 
@@ -179,5 +179,5 @@ def test_smoke_run_on_the_real_benchmark(tmp_path):
   reference.data.data_dir = config.data.data_dir
   reference.pretrain.from_workdir = str(tmp_path / 'w')
   full = loop.run(reference, str(tmp_path / 'full'))
-  pool = len(loop.load_data(config)[0]['target_pool'])
+  pool = len(loading.load_data(config)[0]['target_pool'])
   assert [r['labels'] for r in full] == [0, pool]

@@ -3,7 +3,7 @@
 With few labels, labelling *typical* tiles (dense regions of the pool's
 embedding) beats labelling uncertain ones (Hacohen et al., ICML 2022):
 
-    typicality(x) = ( 1/K · sum over the K nearest pool neighbours x' of ||x - x'|| )^-1,
+    typicality(x) = ( 1/K · sum over the K nearest neighbours x' of ||x - x'|| )^-1,
 
 K = 20. TypiClust clusters the pool into |L| + B clusters and labels the
 most typical tile of each cluster that has the fewest labels. MaxHerding
@@ -60,17 +60,11 @@ def knn_mean_distance(x: jnp.ndarray, members: jnp.ndarray, *, k: int) -> jnp.nd
   return out.reshape(-1)[:n]
 
 
-def typicality(embedding, members=None, k: int = K_NEIGHBOURS) -> jnp.ndarray:
-  """(mean distance to the k nearest members)^-1, as TypiClust's code
-  (+1e-5 so that duplicates stay finite)."""
-  x = jnp.asarray(embedding, jnp.float32)
-  members = jnp.ones(x.shape[0], bool) if members is None else jnp.asarray(members, bool)
-  return 1.0 / (knn_mean_distance(x, members, k=k) + 1e-5)
-
-
 def cluster_typicality(x: np.ndarray, k: int) -> np.ndarray:
-  """``typicality`` of a cluster's few rows, in NumPy (float64): clusters
-  differ in size, and a jitted function would compile once per size."""
+  """Typicality, (mean distance to the k nearest other rows)^-1 as
+  TypiClust's code (+1e-5 so that duplicates stay finite), of a cluster's
+  rows, in NumPy (float64): clusters differ in size, and a jitted function
+  would compile once per size."""
   x = np.asarray(x, np.float64)
   if len(x) < 2:
     return np.ones(len(x))
