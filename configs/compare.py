@@ -8,9 +8,11 @@
         --config.strategies='(random,iou_learnable)' --config.seeds='(0,1)'
 
 Arguments (comma-separated): ``real`` (the Rio Grande do Sul imagery with
-its recipe, cut to fit the hour: see below), ``low`` (the low-budget
-schedule: 10 labels a round instead of 20), ``all`` (every built-in
-strategy, not only the default set), ``smoke`` (seconds).
+its recipe, 100 U-Net steps a round, one source model for every seed, six
+strategies), ``low`` (the low-budget schedule: 10 labels a round instead of
+20, eight strategies), ``all`` (every built-in strategy), ``smoke``
+(seconds). ``--readme_section=synthetic|synthetic_low|real`` regenerates the
+README's block (experiments/compare.py).
 
 All strategies of a seed share its pretrained source model and the same
 budget schedule. The U-Net has dropout (0.1) for every strategy so that
@@ -31,10 +33,12 @@ from priojax import priority
 # iou (to tell what the power draw does from what learnability does).
 STRATEGIES = ('random', 'fg_random', 'stratified_random', 'typiclust', 'maxherding', 'coreset', 'badge',
               'iou', 'iou_diversity', 'iou_gain', 'iou_trend', 'iou_gain+power', 'iou+power')
-# The low-budget schedule and the real imagery run fewer (each strategy costs
-# 5 runs): random and its variants, the anchors, iou and the learnability ones.
-FEWER = ('random', 'fg_random', 'stratified_random', 'typiclust', 'maxherding', 'iou', 'iou_gain',
-         'iou_gain+power')
+# The low-budget schedule runs fewer (each strategy costs 5 runs): random and
+# its variants, the anchors, iou and the learnability-aware one.
+LOW = ('random', 'fg_random', 'stratified_random', 'typiclust', 'maxherding', 'iou', 'iou_gain',
+       'iou_gain+power')
+# Real imagery: a round costs about three synthetic ones.
+REAL = ('random', 'fg_random', 'typiclust', 'iou', 'iou_gain', 'iou_gain+power')
 
 
 def get_config(arg=None):
@@ -59,7 +63,8 @@ def get_config(arg=None):
   base.priority.update(mc_passes=6 if not smoke else 2)
   c = ml_collections.ConfigDict()
   c.base = base
-  c.strategies = priority.BUILTIN if 'all' in args else (FEWER if args & {'low', 'real'} else STRATEGIES)
+  c.strategies = (priority.BUILTIN if 'all' in args else REAL if real and not smoke else
+                  LOW if 'low' in args else STRATEGIES)
   c.seeds = (0,) if smoke else (0, 1, 2, 3, 4)
   c.reference = True  # also fine-tune on every label of the pool
   # Real imagery: one source model (seed 0's) for every seed; pretraining

@@ -20,20 +20,23 @@ from priojax import compare, comparison_report
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and the comparison go.')
-_README = flags.DEFINE_string('readme_section', None, 'README block to regenerate from the result.')
+_SECTION = flags.DEFINE_string('readme_section', None, 'README block to regenerate from the result.')
+_README = flags.DEFINE_string('readme', None, 'The README holding that block (default: the checkout\'s); '
+                              'its plots go into docs/ beside it.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def run(config, workdir: str) -> None:
-  if _README.value:  # before hours of runs, not after
-    comparison_report.readme_block(ROOT / 'README.md', _README.value)
+  readme = pathlib.Path(_README.value) if _README.value else ROOT / 'README.md'
+  if _SECTION.value:  # before hours of runs, not after
+    comparison_report.readme_block(readme, _SECTION.value)
   compare.run_comparison(config, workdir)
-  if _README.value:
-    command = ' '.join(['python -m experiments.compare', *[a for a in sys.argv[1:] if not a.startswith('--workdir')]])
-    comparison_report.update_readme(ROOT / 'README.md', _README.value, pathlib.Path(workdir), ROOT / 'docs',
-                                    command)
+  if _SECTION.value:
+    shown = [a for a in sys.argv[1:] if not a.startswith(('--workdir', '--readme='))]
+    comparison_report.update_readme(readme, _SECTION.value, pathlib.Path(workdir), readme.parent / 'docs',
+                                    ' '.join(['python -m experiments.compare', *shown]))
 
 
 def main(argv):
