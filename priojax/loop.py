@@ -31,7 +31,6 @@ import numpy as np
 from absl import logging
 
 from priojax import hooks, ledger, priority, rngs, round_steps, selection, tile_metrics, tile_stats
-from priojax.pool_history import PoolHistory
 from priojax.atomic_io import atomic_write_json, disk_errors
 from priojax.checkpoints import RoundCheckpoints
 from priojax.config_checks import check_budget, check_config, check_same_config
@@ -45,6 +44,7 @@ from priojax.models import heads
 from priojax.models.networks import Networks
 from priojax.models.unet import UNet
 from priojax.oracle import BenchmarkOracle
+from priojax.pool_history import PoolHistory
 from priojax.report import MetricsWriter, check_record, plot_learning_curve, plot_test_predictions
 from priojax.scoring import PoolStats, Scorer
 from priojax.train import HeadLoss, Trainer
@@ -244,8 +244,8 @@ class Experiment:
     fit = [i for i in ledger.ids(labelled, calibration=False) if labelled[i].iou_at_pick is not None]
     if fit:
       data = self.oracle.reveal(fit)
-      rows = np.searchsorted(ids, fit, sorter=np.argsort(ids))
-      rows = np.argsort(ids)[rows]
+      order = np.argsort(ids)
+      rows = order[np.searchsorted(ids, fit, sorter=order)]
       now[rows] = self.scorer.true_iou(state.params, data['image'], data['mask'])
       at_pick[rows] = [labelled[i].iou_at_pick for i in fit]
     return {'label_iou': now, 'label_iou_at_pick': at_pick}
