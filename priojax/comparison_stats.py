@@ -65,8 +65,8 @@ def _late_rounds(run: list[dict]) -> list[dict]:
 
 
 def _mean_cost(runs: list[list[dict]], key: str, per_tile: bool) -> float:
-  values = [r[key] / (r['pool_tiles'] if per_tile else 1.0)
-            for run in runs for r in _late_rounds(run) if r.get(key) is not None and r.get('pool_tiles', 1)]
+  values = [r[key] / (r['pool_tiles'] if per_tile else 1.0) for run in runs for r in _late_rounds(run)
+            if r.get(key) is not None and (r.get('pool_tiles') or not per_tile)]
   return float(np.mean(values)) if values else float('nan')
 
 

@@ -122,19 +122,23 @@ def typiclust_picks(x: np.ndarray, ids: np.ndarray, selectable: np.ndarray, assi
   available = selectable.copy()
   positions, priorities = [], []
   turn = 0
+  # Unlabelled tiles left per cluster, kept up to date, so that no pick
+  # rescans the pool for every cluster.
+  left = np.bincount(assign[available], minlength=n_clusters)
   while len(positions) < k:
-    if not any(available[assign == c].any() for c in order):
+    if not left[order].any():
       order = everything  # the large clusters are used up: the small ones hold what is left
     cluster = order[turn % len(order)]
     turn += 1
-    members = np.flatnonzero((assign == cluster) & available)
-    if not len(members):
+    if not left[cluster]:
       continue
+    members = np.flatnonzero((assign == cluster) & available)
     typ = cluster_typicality(x[members], k=min(K_NEIGHBOURS, max(1, len(members) // 2)))
     best = np.lexsort((ids[members], -typ))[0]
     positions.append(members[best])
     priorities.append(float(typ[best]))
     available[members[best]] = False
+    left[cluster] -= 1
   return np.asarray(positions, np.int64), np.asarray(priorities, np.float64)
 
 
