@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import launch
-from priojax import compare, comparison_report
+from priojax import compare, comparison_report, distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and the comparison go.')
@@ -33,7 +33,7 @@ def run(config, workdir: str) -> None:
   if _SECTION.value:  # before hours of runs, not after
     comparison_report.readme_block(readme, _SECTION.value)
   compare.run_comparison(config, workdir)
-  if _SECTION.value:
+  if _SECTION.value and distributed.is_main():
     shown = [a for a in sys.argv[1:] if not a.startswith(('--workdir', '--readme='))]
     comparison_report.update_readme(readme, _SECTION.value, pathlib.Path(workdir), readme.parent / 'docs',
                                     ' '.join(['python -m experiments.compare', *shown]))

@@ -12,13 +12,21 @@ from typing import Callable, Sequence
 
 from absl import flags, logging
 
+from priojax import distributed
 from priojax.errors import PriojaxError
 
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 0, 'On CPU, split the host into this many XLA devices for data parallelism '
     '(0: one per core; batches are rounded up to a multiple of the device count).')
-
-
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '', 'Multi-process runs: host:port of process 0, the same on every process.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Multi-process runs: how many processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Multi-process runs: this process, 0 to num_processes-1.')
+_DISTRIBUTED_AUTO = flags.DEFINE_bool(
+    'distributed_auto', False, 'Multi-process runs: let jax.distributed.initialize() read the '
+    'cluster (Cloud TPU, SLURM) instead of --coordinator_address/--num_processes/--process_id.')
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    'distributed_timeout', 120, 'Multi-process runs: seconds to wait for every process at start-up.')
 
 
 # After a failed orbax save (a full disk), tensorstore's callbacks still fire
@@ -161,4 +169,12 @@ def run_main(argv: Sequence[str], config_holder, workdir: str, fn: Callable) -> 
     sys.exit(2)
   setup_runtime()
   config = config_or_exit(config_holder)
-  main_with_clean_errors(lambda: fn(config, workdir))
+
+  def start_and_run():
+    spec = distributed.ProcessSpec(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                   _DISTRIBUTED_TIMEOUT.value, _DISTRIBUTED_AUTO.value)
+    # Before anything is read or written: processes that disagree stop here.
+    distributed.initialize(spec, {'workdir': os.path.abspath(workdir), **distributed.flatten(config.to_dict())})
+    return fn(config, workdir)
+
+  main_with_clean_errors(start_and_run)

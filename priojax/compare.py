@@ -23,7 +23,7 @@ import time
 
 from absl import logging
 
-from priojax import comparison_report, comparison_stats, loop, priority
+from priojax import comparison_report, comparison_stats, distributed, loop, priority
 from priojax.data import loading
 from priojax.config_checks import set_field
 from priojax.errors import ConfigError
@@ -155,6 +155,7 @@ def run_comparison(config, workdir: str) -> dict:
       reference.append(ref[-1]['iou'])
     # Written after every seed, so a long comparison shows its numbers early.
     summary = comparison_stats.summarise(histories, reference)
-    comparison_report.write_outputs(wd.path, summary, title)
+    if distributed.is_main():
+      comparison_report.write_outputs(wd.path, summary, title)
     logging.info('[compare] seed %d done: %s', seed, wd.path / 'comparison.md')
   return summary

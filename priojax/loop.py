@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from priojax import hooks, ledger, priority, rngs, round_steps, selection, tile_metrics, tile_stats
+from priojax import distributed, hooks, ledger, priority, rngs, round_steps, selection, tile_metrics, tile_stats
 from priojax.atomic_io import atomic_write_json, disk_errors
 from priojax.checkpoints import RoundCheckpoints
 from priojax.config_checks import check_budget, check_config, check_same_config
@@ -98,6 +98,7 @@ class Experiment:
     self.workdir = workdir
     self.formula = priority.get(config.priority.name)
     self.data, self.geo = load_data(config)
+    distributed.agree('data', {name: split.fingerprint() for name, split in self.data.items()})
     if self.geo is not None:  # the benchmark's pool size was checked with the config
       check_budget(config, len(self.data['target_pool']), data_name(config))
     self.networks = build_networks(config)
@@ -114,7 +115,7 @@ class Experiment:
     self.oracle = self._make_oracle()
     self.source_train = self.data['source_train'].read_all()
     self.ckpts = RoundCheckpoints(workdir.checkpoints, commits_rounds=True)
-    self.writer = MetricsWriter(workdir)
+    self.writer = MetricsWriter(workdir, enabled=distributed.is_main())
     self._pretrained_unet = None  # for finetune.init='pretrained', read once
 
   @property
@@ -189,9 +190,10 @@ class Experiment:
     if not len(order):
       return
     chips = test.read(order[np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int)])
-    pred = self.scorer.predict_masks(state.params, chips['image'])
-    plot_test_predictions(chips['image'], chips['mask'], pred, chips['id'], self.workdir.test_predictions,
-                          f'{self.title}: target test chips after round {round_index}')
+    pred = self.scorer.predict_masks(state.params, chips['image'])  # every process computes
+    if distributed.is_main():
+      plot_test_predictions(chips['image'], chips['mask'], pred, chips['id'], self.workdir.test_predictions,
+                            f'{self.title}: target test chips after round {round_index}')
 
   def pretrain(self):
     c = self.config.pretrain
@@ -320,7 +322,9 @@ class Experiment:
     records = {'id': stats.ids, **{k: v[rows] for k, v in records.items()}}
     heat = picked.scores if picked.scores is not None else 1.0 - stats.pred_iou
     chips = pool.read_ids(picked.ids)
-    masks = self.scorer.predict_masks(state.params, chips['image'])
+    masks = self.scorer.predict_masks(state.params, chips['image'])  # every process computes
+    if not distributed.is_main():
+      return
     export.export_round(self.workdir.export(round_index), scenes=self.geo['scenes'], selected=chips,
                         pred_masks=masks, priorities=picked.priorities, pred_iou=picked.pred_iou,
                         pool_records=records, pool_priority=np.asarray(heat),
@@ -427,7 +431,8 @@ def _run_rounds(exp: Experiment, on_round: Callable[[dict], None] | None) -> lis
   config, wd = exp.config, exp.workdir
   old_config, new_config = wd.read_config(), json.loads(config.to_json())
   changed = check_same_config(old_config, new_config, wd.path)
-  if old_config != new_config:
+  distributed.barrier('config read')  # by every process, before the main one replaces it
+  if old_config != new_config and distributed.is_main():
     wd.write_config(new_config)
   done, state, labelled, history, pool = _restore_or_pretrain(exp)
   round_steps.clear_finished(wd, done)
@@ -444,7 +449,7 @@ def _run_rounds(exp: Experiment, on_round: Callable[[dict], None] | None) -> lis
       on_round(history[-1])
   if done >= config.rounds.num_rounds:
     logging.info('all %d rounds were already done in %s', config.rounds.num_rounds, wd.path)
-  if history[-1]['round'] > done or not wd.learning_curve.exists():
+  if distributed.is_main() and (history[-1]['round'] > done or not wd.learning_curve.exists()):
     plot_learning_curve(history, wd.learning_curve, exp.title)
   if history[-1]['round'] > done or not wd.test_predictions.exists():
     exp.plot_test_predictions(state, history[-1]['round'])
@@ -456,6 +461,7 @@ def _run_round(exp: Experiment, r: int, state, labelled: ledger.Ledger, history:
   """Round ``r`` through its persisted steps, then its commit; returns the
   new (state, ledger, history, pool history)."""
   progress = round_steps.RoundProgress(exp.workdir, r, ROUND_STEPS)
+  distributed.barrier(f'round {r} progress read')
   if config_changed and progress.has('fine_tuned'):
     logging.info('round %d: config changed (%s); redoing its training', r, ', '.join(config_changed))
     progress.rewind('labelled')
@@ -473,5 +479,6 @@ def _run_round(exp: Experiment, r: int, state, labelled: ledger.Ledger, history:
   hooks.point('metrics_written')
   round_steps.clear_finished(exp.workdir, r)
   _log_record(record)
-  plot_learning_curve(history, exp.workdir.learning_curve, exp.title)
+  if distributed.is_main():
+    plot_learning_curve(history, exp.workdir.learning_curve, exp.title)
   return state, labelled, history, pool

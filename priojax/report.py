@@ -42,14 +42,19 @@ class MetricsWriter:
   """metrics.jsonl and TensorBoard: a view of the committed history (the
   checkpoint's meta is the record; these files are rebuilt from it)."""
 
-  def __init__(self, workdir: Workdir):
+  def __init__(self, workdir: Workdir, enabled: bool = True):
+    """``enabled``: False on the processes of a multi-process run other
+    than the main one, which writes these files for all."""
     self.workdir = workdir
+    self.enabled = enabled
     self._tb = None
 
   def sync(self, history: list[dict]) -> None:
     """Makes metrics.jsonl hold exactly the committed rounds (used on resume):
     drops lines of a round that did not commit and adds, to both files, a
     committed round whose lines a crash kept from being written."""
+    if not self.enabled:
+      return
     path = self.workdir.metrics
     old = path.read_text().splitlines() if path.exists() else []
     new = [json.dumps(r, sort_keys=True) for r in history]
@@ -64,6 +69,8 @@ class MetricsWriter:
 
   def write(self, record: dict) -> dict:
     record = check_record(record)
+    if not self.enabled:
+      return record
     with open(self.workdir.metrics, 'a') as f:
       f.write(json.dumps(record, sort_keys=True) + '\n')
       f.flush()

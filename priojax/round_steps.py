@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from priojax import hooks
+from priojax import distributed, hooks
 from priojax.atomic_io import atomic_write_json, atomic_write_npz
 from priojax.checkpoints import RoundCheckpoints
 from priojax.errors import WorkdirError
@@ -38,6 +38,9 @@ class Store:
   save: Callable[[pathlib.Path, Any], None]  # (round folder, output)
   load: Callable[[pathlib.Path], Any]  # round folder -> output
   file: str  # what to name when it cannot be read back
+  # Saved by every process together (an orbax checkpoint of a global
+  # state); the others by the main process alone (distributed.py).
+  collective: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,15 +91,18 @@ def checkpoint_store(folder_name: str, round_index: int, template: Callable[[], 
     finally:
       ckpts.close()
 
-  return Store(save, load, folder_name)
+  return Store(save, load, folder_name, collective=True)
 
 
 class RoundProgress:
   """The finished steps of round ``round_index`` of a workdir (a prefix of
-  ``names``), as recorded in its ``progress.json``."""
+  ``names``), as recorded in its ``progress.json``. In a multi-process run
+  every process keeps the same progress; only the main one writes it, and
+  the steps' non-collective outputs."""
 
   def __init__(self, workdir: Workdir, round_index: int, names: Sequence[str]):
     self.round = round_index
+    self.writes = distributed.is_main()
     self.names = tuple(names)
     self.folder = workdir.round_folder(round_index)
     self._progress = self.folder / 'progress.json'
@@ -119,8 +125,9 @@ class RoundProgress:
     return step in self._done
 
   def _write(self, done: list[str]) -> None:
-    self.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(self._progress, {'round': self.round, 'done': done})
+    if self.writes:
+      self.folder.mkdir(parents=True, exist_ok=True)
+      atomic_write_json(self._progress, {'round': self.round, 'done': done})
     self._done = done
 
   def mark(self, step: str) -> None:
@@ -137,8 +144,9 @@ class RoundProgress:
       self._write(keep)
 
   def save(self, step: Step, value: Any) -> None:
-    self.folder.mkdir(parents=True, exist_ok=True)
-    step.store.save(self.folder, value)
+    if self.writes or step.store.collective:
+      self.folder.mkdir(parents=True, exist_ok=True)
+      step.store.save(self.folder, value)
     self.mark(step.name)
 
   def load(self, step: Step) -> Any:
@@ -170,11 +178,12 @@ def run_steps(progress: RoundProgress, steps: Sequence[Step]) -> dict[str, Any]:
 
 def clear_finished(workdir: Workdir, last_committed: int) -> None:
   """Deletes the folders of rounds that are committed (a crash between the
-  commit and this clean-up leaves one behind)."""
+  commit and this clean-up leaves one behind). Every process returns once
+  the main one has deleted them."""
   root = workdir.rounds()
-  if not root.is_dir():
-    return
-  for folder in sorted(root.iterdir()):
-    index = folder.name.removeprefix('round_')
-    if index.isdigit() and int(index) <= last_committed:
-      shutil.rmtree(folder)
+  if distributed.is_main() and root.is_dir():
+    for folder in sorted(root.iterdir()):
+      index = folder.name.removeprefix('round_')
+      if index.isdigit() and int(index) <= last_committed:
+        shutil.rmtree(folder)
+  distributed.barrier(f'cleared rounds up to {last_committed}')

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from priojax import compile_cache, hooks, tile_metrics
+from priojax import compile_cache, distributed, hooks, tile_metrics
 from priojax import mesh as mesh_lib
 from priojax import tile_stats as tile_stats_lib
 from priojax.data.pool import TileSource
@@ -120,21 +120,49 @@ class Scorer:
 
   def _stream(self, fn, params, source: TileSource, positions, fields, array_fields,
               extra=()) -> Iterator[tuple[dict, dict]]:
-    """Yields (host batch, host outputs); the next batch is dispatched before
-    the previous result is fetched, so reading overlaps computing."""
+    """Yields (host fields, host outputs) of the valid rows of each global
+    batch, the same on every process; the next batch is dispatched before
+    the previous result is fetched, so reading overlaps computing.
+
+    Each process reads only its own rows of every global batch
+    (mesh.process_rows); the outputs and the small per-tile fields (ids,
+    strata: never pixels) are then gathered in row order."""
     params = mesh_lib.replicate(self.mesh, params)
+    positions = np.arange(len(source)) if positions is None else np.asarray(positions, np.int64)
+    size, n = self.batch_size, len(positions)
+    first, share = mesh_lib.process_rows(size)
+    processes = jax.process_count()
+    starts = np.arange(0, n, size)
+    # counts[g, q]: rows of global batch g that process q reads.
+    counts = np.clip(np.minimum(size, n - starts)[:, None] - np.arange(processes) * share, 0, share)
+    mine = [positions[s + first:s + first + c] for s, c in zip(starts, counts[:, jax.process_index()])]
+    local = source.batches(share, np.concatenate(mine) if mine else positions[:0], fields=fields)
+    meta = [f for f in fields if f not in ('image', 'mask')]
+    filler = None
     pending = None
-    for batch in source.batches(self.batch_size, positions, fields=fields):
-      padded, valid = mesh_lib.pad_batch(batch, self.batch_size)
+    for g, row_counts in enumerate(counts):
+      valid = int(row_counts[jax.process_index()])
+      if valid:
+        batch = next(local)
+      else:  # nothing of this process's left in the last batch: compute on filler rows
+        filler = filler or source.read(positions[:1])
+        batch = {f: filler[f][:0] for f in fields}
+      padded, _ = mesh_lib.pad_batch(batch if valid else {f: filler[f] for f in fields}, share)
       # Ids go in as uint32 (JAX runs without x64): they seed per-tile keys.
-      args = [mesh_lib.shard_batch(self.mesh, padded[f].astype(np.uint32) if f == 'id' else padded[f])
-              for f in array_fields]
-      out = fn(params, *args, *extra)
+      args = [padded[f].astype(np.uint32) if f == 'id' else padded[f] for f in array_fields]
+      out = fn(params, *mesh_lib.from_process_rows(self.mesh, args, size), *extra)
       if pending is not None:
-        yield pending[0], jax.tree.map(lambda a, v=pending[2]: np.asarray(a)[:v], pending[1])
-      pending = (batch, out, valid)
+        yield self._gathered(*pending)
+      pending = ({f: batch[f][:valid] for f in meta}, out, row_counts, share)
     if pending is not None:
-      yield pending[0], jax.tree.map(lambda a, v=pending[2]: np.asarray(a)[:v], pending[1])
+      yield self._gathered(*pending)
+
+  @staticmethod
+  def _gathered(fields: dict, out, row_counts: np.ndarray, share: int) -> tuple[dict, dict]:
+    rows = np.concatenate([np.arange(c) + q * share for q, c in enumerate(row_counts)])
+    out = jax.tree.map(lambda a: a[rows], mesh_lib.fetch(out))
+    parts = distributed.gather_objects(fields)
+    return {f: np.concatenate([p[f] for p in parts]) for f in fields}, out
 
   def score(self, params: dict, source: TileSource, positions: np.ndarray | None = None,
             key: jax.Array | None = None) -> PoolStats:
@@ -174,7 +202,7 @@ class Scorer:
       batch, valid = mesh_lib.pad_batch({k: v[start:start + self.batch_size] for k, v in arrays.items()},
                                         self.batch_size)
       result = fn(params, *(mesh_lib.shard_batch(self.mesh, batch[k]) for k in arrays))
-      out.append(jax.tree.map(lambda a, v=valid: np.asarray(a)[:v], result))
+      out.append(jax.tree.map(lambda a, v=valid: a[:v], mesh_lib.fetch(result)))
     return out
 
   def predict_masks(self, params: dict, images: np.ndarray) -> np.ndarray:

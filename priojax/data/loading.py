@@ -3,6 +3,7 @@ scenes' metadata for chip data."""
 
 from __future__ import annotations
 
+from priojax import distributed
 from priojax.data import builders, rio_grande
 from priojax.data.pool import TileSource
 from priojax.errors import DataError
@@ -12,7 +13,26 @@ from priojax.geo.manifest import load_manifest
 
 def load_data(config) -> tuple[dict[str, TileSource], dict | None]:
   """Split name -> TileSource, and the scenes' metadata for chip data (None
-  for the synthetic benchmark)."""
+  for the synthetic benchmark).
+
+  In a multi-process run the main process prepares the data (a TFDS build
+  writes files) while the others wait; then they open what it prepared. A
+  data error on the main process is raised on every process."""
+  if distributed.process_count() == 1:
+    return _load(config)
+  result, error = None, None
+  if distributed.is_main():
+    try:
+      result = _load(config)
+    except DataError as e:
+      error = str(e)
+  error = distributed.gather_objects(error)[0]
+  if error:
+    raise DataError(error)
+  return result if result is not None else _load(config)
+
+
+def _load(config) -> tuple[dict[str, TileSource], dict | None]:
   d = config.data
   seed = data_seed(config)
   if d.kind == 'geotiff':
