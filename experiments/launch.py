@@ -27,6 +27,9 @@ _DISTRIBUTED_AUTO = flags.DEFINE_bool(
     'cluster (Cloud TPU, SLURM) instead of --coordinator_address/--num_processes/--process_id.')
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     'distributed_timeout', 120, 'Multi-process runs: seconds to wait for every process at start-up.')
+_DISTRIBUTED_HEARTBEAT = flags.DEFINE_integer(
+    'distributed_heartbeat', 20, 'Multi-process runs: seconds without news from a process after which '
+    'the others stop (a killed process ends the run instead of hanging it).')
 
 
 # After a failed orbax save (a full disk), tensorstore's callbacks still fire
@@ -172,7 +175,8 @@ def run_main(argv: Sequence[str], config_holder, workdir: str, fn: Callable) -> 
 
   def start_and_run():
     spec = distributed.ProcessSpec(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                   _DISTRIBUTED_TIMEOUT.value, _DISTRIBUTED_AUTO.value)
+                                   _DISTRIBUTED_TIMEOUT.value, _DISTRIBUTED_AUTO.value,
+                                   _DISTRIBUTED_HEARTBEAT.value)
     # Before anything is read or written: processes that disagree stop here.
     distributed.initialize(spec, {'workdir': os.path.abspath(workdir), **distributed.flatten(config.to_dict())})
     return fn(config, workdir)

@@ -33,12 +33,6 @@ from jax.experimental import multihost_utils
 
 from priojax.errors import PriojaxError
 
-# Seconds without a heartbeat after which JAX's coordination service stops
-# the surviving processes: a run whose peer was killed ends within this time
-# instead of waiting in a collective for ever.
-HEARTBEAT_TIMEOUT_S = 20
-
-
 class DistributedError(PriojaxError):
   """Processes cannot start together, or disagree on config or data."""
 
@@ -53,6 +47,10 @@ class ProcessSpec:
   process_id: int = 0
   timeout_s: int = 120
   auto: bool = False
+  # Seconds without a heartbeat after which JAX's coordination service
+  # stops the surviving processes: a run whose peer died ends within this
+  # time instead of waiting in a collective for ever.
+  heartbeat_s: int = 20
 
   @property
   def multi(self) -> bool:
@@ -73,6 +71,8 @@ class ProcessSpec:
                                f'(e.g. 127.0.0.1:12345) when --num_processes > 1')
     if self.timeout_s <= 0:
       raise DistributedError(f'--distributed_timeout={self.timeout_s}: expected seconds > 0')
+    if self.heartbeat_s <= 0:
+      raise DistributedError(f'--distributed_heartbeat={self.heartbeat_s}: expected seconds > 0')
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, str]:
@@ -89,13 +89,13 @@ def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, str]:
 
 def first_difference(what: str, fingerprints: list[dict[str, str]]) -> str | None:
   """One line naming the first field (sorted) where a process differs from
-  process 0, or None when all agree."""
+  process 0, or None when all agree (``what``: 'a different config')."""
   base = fingerprints[0]
   for pid, other in enumerate(fingerprints[1:], start=1):
     for field in sorted(set(base) | set(other)):
       if base.get(field) != other.get(field):
         mine, theirs = (d.get(field, '(absent)') for d in (base, other))
-        return (f'process {pid} was started with a different {what} than process 0: '
+        return (f'process {pid} was started with {what} than process 0: '
                 f'{field} is {theirs} there and {mine} on process 0')
   return None
 
@@ -162,7 +162,7 @@ def _serve_handshake(spec: ProcessSpec, fingerprint: dict[str, str]) -> None:
         else:
           joined[pid] = (conn, hello['fingerprint'])
       problem = problem or first_difference(
-          'config', [fingerprint] + [joined[p][1] for p in sorted(joined)])
+          'a different config', [fingerprint] + [joined[p][1] for p in sorted(joined)])
       for conn in [c for c, _ in joined.values()] + refused:
         try:
           _send(conn, {'error': problem})
@@ -211,13 +211,16 @@ def initialize(spec: ProcessSpec, fingerprint: dict[str, str]) -> None:
     return
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if spec.auto:  # the cluster says who is who
-    jax.distributed.initialize(initialization_timeout=spec.timeout_s,
-                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
-    return
-  (_serve_handshake if spec.process_id == 0 else _join_handshake)(spec, fingerprint)
-  jax.distributed.initialize(spec.coordinator, spec.num_processes, spec.process_id,
-                             initialization_timeout=spec.timeout_s,
-                             heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    jax.distributed.initialize(initialization_timeout=spec.timeout_s, heartbeat_timeout_seconds=spec.heartbeat_s)
+  else:
+    (_serve_handshake if spec.process_id == 0 else _join_handshake)(spec, fingerprint)
+    jax.distributed.initialize(spec.coordinator, spec.num_processes, spec.process_id,
+                               initialization_timeout=spec.timeout_s, heartbeat_timeout_seconds=spec.heartbeat_s)
+  # The first collective sets up gloo's connections between the processes,
+  # and gives up if they do not all arrive within 30 s; later ones wait as
+  # long as needed (the main process preparing data, a slow compile). Set
+  # it up now, while the processes are in step.
+  multihost_utils.process_allgather(np.zeros(1, np.int32))
 
 
 # --- after start-up ----------------------------------------------------------
@@ -263,7 +266,7 @@ def gather_objects(obj: Any) -> list[Any]:
 
 def agree(what: str, fingerprint: Mapping[str, Any]) -> None:
   """Raises the same one-line ``DistributedError`` on every process when
-  their ``fingerprint``s differ (``what``: e.g. 'data')."""
+  their ``fingerprint``s differ (``what``: e.g. 'different data')."""
   if jax.process_count() == 1:
     return
   mine = flatten(fingerprint)

@@ -98,7 +98,7 @@ class Experiment:
     self.workdir = workdir
     self.formula = priority.get(config.priority.name)
     self.data, self.geo = load_data(config)
-    distributed.agree('data', {name: split.fingerprint() for name, split in self.data.items()})
+    distributed.agree('different data', {name: split.fingerprint() for name, split in self.data.items()})
     if self.geo is not None:  # the benchmark's pool size was checked with the config
       check_budget(config, len(self.data['target_pool']), data_name(config))
     self.networks = build_networks(config)

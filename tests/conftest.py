@@ -47,10 +47,14 @@ def subprocess_env(**extra) -> dict:
   return env
 
 
+def smoke_command(workdir, data_dir, *flags, head=('-m', 'experiments.run')) -> list[str]:
+  return [sys.executable, *head, '--config=configs/iou_priority.py:smoke', f'--workdir={workdir}',
+          f'--config.data.data_dir={data_dir}', *flags]
+
+
 def launch_smoke(workdir, data_dir, *flags, crash_at=None, head=('-m', 'experiments.run'), env=None):
   """The README's command on the smoke config, in a subprocess."""
-  cmd = [sys.executable, *head, '--config=configs/iou_priority.py:smoke', f'--workdir={workdir}',
-         f'--config.data.data_dir={data_dir}', *flags]
+  cmd = smoke_command(workdir, data_dir, *flags, head=head)
   env = env or subprocess_env()
   if crash_at:
     env = {**env, 'PRIOJAX_CRASH_AT': crash_at}
