@@ -113,7 +113,7 @@ class Experiment:
     self.trainer = Trainer(self.networks, self.mesh, head_loss=HeadLoss(
         config.head.rank_weight, config.head.rank_margin, config.head.loss_rank_margin))
     self.oracle = self._make_oracle()
-    self.source_train = self.data['source_train'].read_all()
+    self.source_train = self.data['source_train']  # read as the steps need it
     self.ckpts = RoundCheckpoints(workdir.checkpoints, commits_rounds=True)
     self.writer = MetricsWriter(workdir, enabled=distributed.is_main())
     self._pretrained_unet = None  # for finetune.init='pretrained', read once

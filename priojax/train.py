@@ -17,6 +17,7 @@ import math
 from typing import Sequence
 
 import flax
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +27,7 @@ from jax.sharding import Mesh
 
 from priojax import compile_cache, hooks
 from priojax import mesh as mesh_lib
+from priojax.data.pool import TileSource
 from priojax.errors import TrainingError
 from priojax.models.unet import preprocess
 from priojax.models.networks import Networks
@@ -202,11 +204,14 @@ class Trainer:
     params = {**state.params, 'unet': unet_params}
     return mesh_lib.replicate(self.mesh, state.replace(params=params, unet_opt=_opt_init(self.tx, unet_params)))
 
-  def fine_tune(self, state: TrainState, target: dict | None, source: dict, *, steps: int,
+  def fine_tune(self, state: TrainState, target: dict | None, source: TileSource | dict, *, steps: int,
                 batch_size: int, learning_rate: float, replay: float, rng: jax.Array,
                 log_every: int = 0, what: str = 'fine-tune'):
-    """``steps`` U-Net steps on batches mixing labelled target tiles and
-    source tiles (a ``replay`` fraction of each batch); returns (state, metrics).
+    """``steps`` U-Net steps on batches mixing labelled target tiles (in
+    memory: a few hundred) and source tiles (a ``TileSource``, read as the
+    steps need them, or arrays), a ``replay`` fraction of each batch; returns
+    (state, metrics). In a multi-process run each process reads only its
+    rows of every batch (mesh.process_rows).
 
     The learning rate warms up over 5 % of the steps and decays to zero by a
     cosine, every call: each round ends on a settled model, so rounds are
@@ -217,19 +222,32 @@ class Trainer:
     b_s = batch_size if n_t == 0 else min(batch_size - 1, int(round(batch_size * replay)))
     b_t = batch_size - b_s
     k_t, k_s, k_step = jax.random.split(rng, 3)
-    idx_s = np.asarray(jax.random.randint(k_s, (steps, b_s), 0, len(source['image'])))
+    n_s = len(source['image']) if isinstance(source, dict) else len(source)
+    idx_s = np.asarray(jax.random.randint(k_s, (steps, b_s), 0, n_s))
     idx_t = np.asarray(jax.random.randint(k_t, (steps, b_t), 0, max(n_t, 1)))
+    first, share = mesh_lib.process_rows(batch_size)
+    rows = np.arange(first, first + share)  # of each global batch: source rows, then target rows
+
+    def read_step(s):
+      parts = []
+      if (rows < b_s).any():
+        picked = idx_s[s][rows[rows < b_s]]
+        parts.append({k: source[k][picked] for k in ('image', 'mask')} if isinstance(source, dict)
+                     else source.read(picked, fields=('image', 'mask')))
+      if (rows >= b_s).any():
+        picked = idx_t[s][rows[rows >= b_s] - b_s]
+        parts.append({k: target[k][picked] for k in ('image', 'mask')})
+      return tuple(np.concatenate([p[k] for p in parts]) for k in ('image', 'mask'))
+
+    # Read ahead on a thread while the device trains.
+    local_batches = iter(grain.MapDataset.range(steps).map(read_step).to_iter_dataset(
+        grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, learning_rate, max(1, steps // 20), max(steps, 2), end_value=0.0)
     lrs = np.asarray([schedule(s + 1) for s in range(steps)], np.float32)
     losses, grad_norms = [], []
     for s in range(steps):
-      images = [source['image'][idx_s[s]]]
-      masks = [source['mask'][idx_s[s]]]
-      if b_t:
-        images.append(target['image'][idx_t[s]])
-        masks.append(target['mask'][idx_t[s]])
-      batch = mesh_lib.shard_batch(self.mesh, (np.concatenate(images), np.concatenate(masks)))
+      batch = mesh_lib.from_process_rows(self.mesh, next(local_batches), batch_size)
       state, metrics = self.seg_step(state, *batch, k_step, lrs[s])
       losses.append(metrics['loss'])
       grad_norms.append(metrics['grad_norm'])

@@ -35,8 +35,10 @@ class TileSource:
   def has_field(self, name: str) -> bool:
     return len(self) > 0 and name in self._source[0]
 
-  def read(self, positions: Sequence[int]) -> dict[str, np.ndarray]:
+  def read(self, positions: Sequence[int], fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     records = [self._source[int(p)] for p in positions]
+    if fields:
+      records = [{k: r[k] for k in fields} for r in records]
     return _stack(records, self.name)
 
   def batches(self, batch_size: int, positions: np.ndarray | None = None,
