@@ -144,10 +144,11 @@ class Scorer:
       valid = int(row_counts[jax.process_index()])
       if valid:
         batch = next(local)
-      else:  # nothing of this process's left in the last batch: compute on filler rows
-        filler = filler or source.read(positions[:1])
+        padded, _ = mesh_lib.pad_batch(batch, share)
+      else:  # none of this process's rows are left in the last batch: compute on filler rows
+        filler = filler or source.read(positions[:1], fields=fields)
         batch = {f: filler[f][:0] for f in fields}
-      padded, _ = mesh_lib.pad_batch(batch if valid else {f: filler[f] for f in fields}, share)
+        padded, _ = mesh_lib.pad_batch(filler, share)
       # Ids go in as uint32 (JAX runs without x64): they seed per-tile keys.
       args = [padded[f].astype(np.uint32) if f == 'id' else padded[f] for f in array_fields]
       out = fn(params, *mesh_lib.from_process_rows(self.mesh, args, size), *extra)
