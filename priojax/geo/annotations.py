@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 from affine import Affine
 
+from priojax import distributed
 from priojax.geo import raster as geo
 from priojax.data.pool import TileSource
 from priojax.errors import DataError
@@ -153,12 +154,14 @@ class HumanOracle:
         sources[rank] = f'import:{path.name}' if not sources[rank] else sources[rank]
     for path in combined:
       self._report_combined(path, ids, chips, size, note, footprints)
-    atomic_write_json(self.workdir.export(round_index) / 'import_report.json', report)
-    for name, counts in report.items():
-      logging.warning('%s: %s', folder / name, ', '.join(f'{n} {what}' for what, n in counts.items()))
-    self.workdir.imported_labels(round_index).parent.mkdir(exist_ok=True)
-    atomic_write_npz(self.workdir.imported_labels(round_index),
-                     {'ids': np.asarray(ids, np.int64), 'masks': masks}, compressed=True)
+    if distributed.is_main():  # every process imported the same; one writes it
+      atomic_write_json(self.workdir.export(round_index) / 'import_report.json', report)
+      for name, counts in report.items():
+        logging.warning('%s: %s', folder / name, ', '.join(f'{n} {what}' for what, n in counts.items()))
+      self.workdir.imported_labels(round_index).parent.mkdir(exist_ok=True)
+      atomic_write_npz(self.workdir.imported_labels(round_index),
+                       {'ids': np.asarray(ids, np.int64), 'masks': masks}, compressed=True)
+    distributed.barrier(f'labels of round {round_index} imported')  # reveal() reads them back
     return {**chips, 'mask': masks}, sources
 
   def _report_combined(self, path, ids, chips, size, note, footprints) -> None:
