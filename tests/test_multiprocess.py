@@ -8,12 +8,17 @@ import subprocess
 import sys
 import time
 
+import chex
+import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from conftest import HISTORY_FORMULA, ROOT, smoke_command, subprocess_env
-from priojax import distributed, mesh
+from configs import iou_priority
+from priojax import distributed, loop, mesh
 from priojax.checkpoints import RoundCheckpoints
+from priojax.train import Trainer
 
 # The single-process reference (conftest's uninterrupted_run) splits the CPU
 # into one XLA device per core; the processes here share that many between
@@ -45,8 +50,9 @@ def finish(procs, timeout=600) -> list[tuple[int, str]]:
 
 
 def run_two(workdir, data_dir, *flags, envs=(None, None)) -> list[tuple[int, str]]:
+  """One round (the reference's first) in two processes."""
   port = free_port()
-  cmd = smoke_command(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA, *flags)
+  cmd = smoke_command(workdir, data_dir, '--config.rounds.num_rounds=1', HISTORY_FORMULA, *flags)
   return finish([start(cmd, i, port, env=envs[i]) for i in range(2)])
 
 
@@ -58,25 +64,37 @@ def without_seconds(obj):
   return obj
 
 
+def state_template():
+  """The smoke config's train state, replicated over this process's devices."""
+  config = iou_priority.get_config('smoke')
+  devices = mesh.make_mesh()
+  shapes = Trainer(loop.build_networks(config), devices).state_shapes(jax.random.key(0), config.data.tile_size)
+  replicated = NamedSharding(devices, PartitionSpec())
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), shapes)
+
+
 def assert_same_run(workdir, reference):
-  """Selections, ledger, metrics and pool history equal, digit for digit."""
+  """Round 1 of the two runs: selection, ledger, metrics, pool history and
+  the train state equal, digit for digit."""
   workdir, reference = pathlib.Path(workdir), pathlib.Path(reference)
-  for name in ('selected_round_1.json', 'selected_round_2.json'):
-    assert json.loads((workdir / name).read_text()) == json.loads((reference / name).read_text()), name
+  name = 'selected_round_1.json'
+  assert json.loads((workdir / name).read_text()) == json.loads((reference / name).read_text())
   lines = [[json.loads(l) for l in (d / 'metrics.jsonl').read_text().splitlines()] for d in (workdir, reference)]
-  assert without_seconds(lines[0]) == without_seconds(lines[1])
-  metas, pools = [], []
+  assert len(lines[0]) == 2 and without_seconds(lines[0]) == without_seconds(lines[1][:2])
+  metas, pools, states = [], [], []
   for d in (workdir, reference):
     ckpts = RoundCheckpoints(d / 'checkpoints', read_only=True)
-    metas.append(ckpts.read_meta(2))
-    pools.append(ckpts.read_pool(2))
+    metas.append(ckpts.read_meta(1))
+    pools.append(ckpts.read_pool(1))
+    states.append(ckpts.restore(1, state_template())[0])
     ckpts.close()
-  assert metas[0]['ledger'] == metas[1]['ledger']
+  assert metas[0]['ledger'] == metas[1]['ledger'] and metas[0]['ledger']
   assert without_seconds(metas[0]['history']) == without_seconds(metas[1]['history'])
   assert pools[0].keys() == pools[1].keys()
   for k in pools[0]:
     np.testing.assert_array_equal(pools[0][k], pools[1][k], err_msg=k)
-  assert sorted(p.name for p in workdir.iterdir()) == sorted(p.name for p in reference.iterdir())
+  chex.assert_trees_all_equal(states[0], states[1])
+  assert {p.name for p in workdir.iterdir()} == {p.name for p in reference.iterdir()} - {'selected_round_2.json'}
 
 
 @pytest.fixture(scope='module')
@@ -101,13 +119,14 @@ def test_two_processes_run_exactly_as_one(tmp_path, data_dir, reference_run):
 def test_a_killed_process_and_both_restarted_give_the_uninterrupted_result(tmp_path, data_dir, reference_run):
   workdir = tmp_path / 'run'
   # Process 0 (the coordinator, and the one that writes) dies half-way
-  # through round 2's fine-tuning; process 1 is left in a collective.
+  # through round 1's fine-tuning; process 1 is left in a collective.
   started = time.monotonic()
-  killed = run_two(workdir, data_dir, envs=(subprocess_env(PRIOJAX_CRASH_AT='fine_tuning:2'), None))
+  killed = run_two(workdir, data_dir, envs=(subprocess_env(PRIOJAX_CRASH_AT='fine_tuning:1'), None))
   assert killed[0][0] == -9, killed[0][1][-2000:]
   assert killed[1][0] != 0  # stopped by the missed heartbeats, not left hanging
   assert time.monotonic() - started < 300
-  assert not (workdir / 'selected_round_3.json').exists()
+  assert (workdir / 'selected_round_1.json').exists()  # killed after the selection, before the commit
+  assert len((workdir / 'metrics.jsonl').read_text().splitlines()) == 1
   results = run_two(workdir, data_dir)
   for i, (code, err) in enumerate(results):
     assert code == 0, f'process {i}: {err[-3000:]}'
