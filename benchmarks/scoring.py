@@ -44,6 +44,7 @@ from priojax import compile_cache
 from priojax import mesh as mesh_lib
 from priojax import priority, tile_stats
 from priojax.data import builders
+from priojax.data.generated import GeneratedPool
 from priojax.data.pool import TileSource
 from priojax.models.heads import iou_head
 from priojax.models.unet import UNet, preprocess
@@ -70,20 +71,6 @@ _PEAK = flags.DEFINE_float('peak_gflops', timing.REFERENCE_PEAK_GFLOPS, 'Nominal
 FAMILIES = ('iou', 'entropy', 'bald')
 ELTWISE = ('LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,'
            'LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE')
-
-
-class SyntheticPool:
-  """Tiles made on read: the pool's pixels never sit in memory at once."""
-
-  def __init__(self, n: int, size: int):
-    self.n, self.size = n, size
-
-  def __len__(self):
-    return self.n
-
-  def __getitem__(self, i):
-    rng = np.random.default_rng(i)
-    return {'id': np.int64(i), 'image': rng.integers(0, 255, (self.size, self.size, 3), dtype=np.uint8)}
 
 
 def family_scorer(family: str, mesh) -> tuple[Networks, Scorer]:
@@ -190,7 +177,7 @@ def rss_of_one_pool(n: int) -> None:
   mesh = mesh_lib.make_mesh()
   net, scorer = family_scorer('iou', mesh)
   params = net.init(jax.random.key(0), _TILE.value)
-  stats = scorer.score(params, TileSource(SyntheticPool(n, _TILE.value), f"synthetic{n}"), key=jax.random.key(0))
+  stats = scorer.score(params, TileSource(GeneratedPool(n, _TILE.value), f"synthetic{n}"), key=jax.random.key(0))
   assert len(stats) == n
   print(f'RSS_MIB {timing.peak_rss_mib():.1f}')
 
