@@ -119,7 +119,7 @@ def test_maxherding_matches_a_numpy_greedy(labelled):
   ids = np.arange(len(x)) * 3 + 1
   selectable = np.ones(len(x), bool)
   selectable[list(labelled)] = False
-  sigma = typicality.kernel_width(x)
+  sigma = typicality.kernel_width(x, ids)
   picks, gains = typicality.maxherding(x, selectable, ids, sigma, k=6)
   want, want_gains = _ref_maxherding(x, selectable, ids, sigma, 6)
   assert np.asarray(picks).tolist() == want

@@ -20,8 +20,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-CHUNK = 1024  # rows of the reference (or candidates) taken at a time: memory is N x CHUNK
+CHUNK = 1024  # rows of the reference (or candidates) taken at a time
+# Pools up to this many rows meet each reference chunk whole (memory
+# ROWS x CHUNK); larger ones go through in blocks of CHUNK rows, so that a
+# pool of 10^6 tiles never holds a 10^6 x CHUNK matrix.
+ROWS = 1 << 16
 
 
 def row_chunks(x: jnp.ndarray):
@@ -33,6 +38,32 @@ def row_chunks(x: jnp.ndarray):
   return jnp.pad(x, ((0, pad), (0, 0))).reshape(chunks, CHUNK, -1), valid
 
 
+def map_rows(fn, x: jnp.ndarray) -> jnp.ndarray:
+  """``fn`` over the rows of ``x``: whole up to ROWS rows, else in blocks of
+  CHUNK rows (``fn`` maps [R, D] to [R, ...] row by row)."""
+  n = x.shape[0]
+  if n <= ROWS:
+    return fn(x)
+  blocks, _ = row_chunks(x)
+  out = jax.lax.map(fn, blocks)
+  return out.reshape((-1,) + out.shape[2:])[:n]
+
+
+def id_ranks(ids) -> np.ndarray:
+  """Each tile id's rank among the pool's ids, as int32: ties go to the
+  lowest id through it. JAX runs without x64, so ids above 2^31 would wrap
+  if passed themselves."""
+  ids = np.asarray(ids).reshape(-1)
+  ranks = np.empty(len(ids), np.int32)
+  ranks[np.argsort(ids, kind='stable')] = np.arange(len(ids), dtype=np.int32)
+  return ranks
+
+
+def noise_keys(ids) -> np.ndarray:
+  """The uint32 a tile's random draws are keyed by: its id's low 32 bits."""
+  return (np.asarray(ids).reshape(-1).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
+
+
 def pairwise_distances(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
   """Euclidean distances ``[N, D] x [M, D] -> [N, M]``."""
   sq = jnp.sum(x * x, -1)[:, None] + jnp.sum(y * y, -1)[None, :] - 2.0 * x @ y.T
@@ -42,38 +73,47 @@ def pairwise_distances(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
 def min_distances(x: jnp.ndarray, reference: jnp.ndarray) -> jnp.ndarray:
   """Distance of each row of ``x`` to its nearest reference row (inf if none).
 
-  The reference is consumed in chunks so memory is N x chunk, not N x M.
+  The reference is consumed in chunks and a large pool in row blocks
+  (map_rows), so memory is min(N, ROWS) x CHUNK, not N x M.
   """
   n, m = x.shape[0], reference.shape[0]
   if m == 0:
     return jnp.full((n,), jnp.inf, x.dtype)
   ref, valid = row_chunks(reference)
 
-  def step(best, chunk):
-    r, v = chunk
-    d = jnp.where(v[None, :], pairwise_distances(x, r), jnp.inf)
-    return jnp.minimum(best, d.min(axis=1)), None
+  def block(rows):
+    def step(best, chunk):
+      r, v = chunk
+      d = jnp.where(v[None, :], pairwise_distances(rows, r), jnp.inf)
+      return jnp.minimum(best, d.min(axis=1)), None
 
-  best, _ = jax.lax.scan(step, jnp.full((n,), jnp.inf, x.dtype), (ref, valid))
-  return best
+    best, _ = jax.lax.scan(step, jnp.full((rows.shape[0],), jnp.inf, x.dtype), (ref, valid))
+    return best
+
+  return map_rows(block, x)
 
 
-def argmax_lowest_id(scores: jnp.ndarray, ids: jnp.ndarray, available: jnp.ndarray) -> jnp.ndarray:
+def argmax_lowest_id(scores: jnp.ndarray, ranks: jnp.ndarray, available: jnp.ndarray) -> jnp.ndarray:
   """Position of the highest score among ``available`` tiles; ties go to the
-  smallest tile id, so the pick does not depend on the order of the pool."""
+  smallest tile id (``ranks``: id_ranks of the ids), so the pick does not
+  depend on the order of the pool."""
   best = jnp.max(jnp.where(available, scores, -jnp.inf))
-  big = jnp.iinfo(ids.dtype).max
-  return jnp.argmin(jnp.where(available & (scores == best), ids, big))
+  big = jnp.iinfo(ranks.dtype).max
+  return jnp.argmin(jnp.where(available & (scores == best), ranks, big))
 
 
-@functools.partial(jax.jit, static_argnames=('k',))
 def greedy_weighted_distance(uncertainty, embedding, reference, selectable, ids, *, k,
                              alpha=1.0, beta=1.0):
   """Returns (positions [k], priorities at pick time [k])."""
+  return _greedy_weighted_distance(uncertainty, embedding, reference, selectable, id_ranks(ids),
+                                   k=k, alpha=alpha, beta=beta)
+
+
+@functools.partial(jax.jit, static_argnames=('k',))
+def _greedy_weighted_distance(uncertainty, embedding, reference, selectable, ranks, *, k, alpha, beta):
   uncertainty = jnp.asarray(uncertainty, jnp.float32)
   embedding = jnp.asarray(embedding, jnp.float32)
   dist = min_distances(embedding, jnp.asarray(reference, jnp.float32))
-  ids = jnp.asarray(ids, jnp.int32)
 
   def body(t, carry):
     dist, available, picks, prios = carry
@@ -83,7 +123,7 @@ def greedy_weighted_distance(uncertainty, embedding, reference, selectable, ids,
     norm = jnp.where(jnp.isfinite(dist), dist / jnp.maximum(dmax, 1e-12), 1.0)
     prio = jnp.power(uncertainty, alpha) * jnp.power(norm, beta)
     prio = jnp.where(available, prio, -jnp.inf)
-    best = argmax_lowest_id(prio, ids, available)
+    best = argmax_lowest_id(prio, ranks, available)
     new = jnp.sqrt(jnp.maximum(jnp.sum((embedding - embedding[best]) ** 2, -1), 0.0))
     return (jnp.minimum(dist, new), available.at[best].set(False),
             picks.at[t].set(best), prios.at[t].set(prio[best]))
@@ -94,27 +134,32 @@ def greedy_weighted_distance(uncertainty, embedding, reference, selectable, ids,
   return picks, prios
 
 
-def gumbel_noise(key: jax.Array, step, ids: jnp.ndarray) -> jnp.ndarray:
-  """Gumbel(0, 1) noise for pick ``step``, one value per tile, keyed by id."""
+def gumbel_noise(key: jax.Array, step, keys: jnp.ndarray) -> jnp.ndarray:
+  """Gumbel(0, 1) noise for pick ``step``, one value per tile, keyed by
+  ``keys`` (noise_keys of the ids)."""
   step_key = jax.random.fold_in(key, step)
-  return jax.vmap(lambda i: jax.random.gumbel(jax.random.fold_in(step_key, i)))(
-      ids.astype(jnp.uint32))
+  return jax.vmap(lambda i: jax.random.gumbel(jax.random.fold_in(step_key, i)))(keys)
 
 
-@functools.partial(jax.jit, static_argnames=('k',))
 def kmeans_pp(points, selectable, ids, key, *, k):
   """k-means++ seeding: returns (positions [k], D^2 of each pick when picked;
   the first pick, the largest-norm point, reports its squared norm)."""
+  return kmeans_pp_ranked(points, selectable, id_ranks(ids), noise_keys(ids), key, k=k)
+
+
+@functools.partial(jax.jit, static_argnames=('k',))
+def kmeans_pp_ranked(points, selectable, ranks, keys, key, *, k):
+  """kmeans_pp with the ids given as (id_ranks, noise_keys), for callers
+  inside jit."""
   x = jnp.asarray(points, jnp.float32)
-  ids = jnp.asarray(ids, jnp.int32)
   sq_norm = jnp.sum(x * x, -1)
 
   def body(t, carry):
     d2, available, picks, prios = carry
     # Sampling ∝ D^2 is argmax of log D^2 + Gumbel noise.
-    sampled = jnp.log(jnp.maximum(d2, 1e-30)) + gumbel_noise(key, t, ids)
+    sampled = jnp.log(jnp.maximum(d2, 1e-30)) + gumbel_noise(key, t, keys)
     score = jnp.where(t == 0, sq_norm, jnp.where(d2 > 0, sampled, -jnp.inf))
-    best = argmax_lowest_id(score, ids, available)
+    best = argmax_lowest_id(score, ranks, available)
     picked_value = jnp.where(t == 0, sq_norm[best], d2[best])
     d2 = jnp.minimum(d2, jnp.sum((x - x[best]) ** 2, -1))
     return d2, available.at[best].set(False), picks.at[t].set(best), prios.at[t].set(picked_value)

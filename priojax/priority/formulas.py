@@ -182,6 +182,6 @@ def maxherding_priority(stats, ctx: SelectionContext):
   coverage C(L) = 1/N Σ_x max_{l in L} exp(-||x - l||² / 2σ²), L the
   labelled pool tiles and the picks; σ the median kNN distance of the pool
   (typicality.py). Priority: each pick's coverage gain."""
-  sigma = typicality.kernel_width(stats.embedding)
+  sigma = typicality.kernel_width(stats.embedding, stats.ids)
   return _picks(typicality.maxherding(stats.embedding, ctx.selectable, stats.ids,
                                       max(sigma, 1e-6), k=ctx.k))

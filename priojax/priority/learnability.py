@@ -33,19 +33,15 @@ in the README, and was set before the comparisons that report them.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from priojax import rngs
 from priojax.priority import diversity, typicality
 from priojax.priority.registry import SelectionContext, register
 
 MIN_ROOM = 0.05  # a tile picked at IoU > 0.95 has little error left to remove
 PRIOR_WEIGHT = 1.0  # pseudo-count of the prior ℓ = 1
-_SIGMA_SAMPLE = 4096  # the typicality scale is estimated on at most this many pool tiles
 
 
 def learnable_fraction(now: np.ndarray, at_pick: np.ndarray) -> np.ndarray:
@@ -58,30 +54,28 @@ def learnable_fraction(now: np.ndarray, at_pick: np.ndarray) -> np.ndarray:
 def kernel_regression(x, centres, values, sigma, prior, prior_weight):
   """(Σ_j w_ij v_j + c·prior) / (Σ_j w_ij + c) with an RBF kernel, the
   centres consumed in chunks (memory N x chunk)."""
-  x = jnp.asarray(x, jnp.float32)
   rows, valid = diversity.row_chunks(jnp.asarray(centres, jnp.float32))
   vals, _ = diversity.row_chunks(jnp.asarray(values, jnp.float32)[:, None])
   valid = valid & (vals[..., 0] >= 0)  # padding rows (value -1) weigh nothing
 
-  def step(carry, chunk):
-    num, den = carry
-    c, v, ok = chunk
-    w = jnp.exp(-diversity.pairwise_distances(x, c) ** 2 / (2.0 * sigma ** 2)) * ok[None, :]
-    return (num + w @ v[:, 0], den + w.sum(1)), None
+  def block(x):
+    def step(carry, chunk):
+      num, den = carry
+      c, v, ok = chunk
+      w = jnp.exp(-diversity.pairwise_distances(x, c) ** 2 / (2.0 * sigma ** 2)) * ok[None, :]
+      return (num + w @ v[:, 0], den + w.sum(1)), None
 
-  zero = jnp.zeros(x.shape[0], jnp.float32)
-  (num, den), _ = jax.lax.scan(step, (zero, zero), (rows, vals, valid))
-  return (num + prior_weight * prior) / (den + prior_weight)
+    zero = jnp.zeros(x.shape[0], jnp.float32)
+    (num, den), _ = jax.lax.scan(step, (zero, zero), (rows, vals, valid))
+    return (num + prior_weight * prior) / (den + prior_weight)
+
+  return diversity.map_rows(block, jnp.asarray(x, jnp.float32))
 
 
 def pool_scale(embedding: np.ndarray, ids: np.ndarray) -> float:
   """σ: the median mean distance to the 20 nearest neighbours, on at most
   4096 pool tiles chosen by a hash of their id (not by pool order)."""
-  x = np.asarray(embedding, np.float32)
-  if len(x) > _SIGMA_SAMPLE:
-    keep = np.argsort(rngs.keyed_bits(jax.random.key(0), ids), kind='stable')[:_SIGMA_SAMPLE]
-    x = x[np.sort(keep)]
-  return max(typicality.kernel_width(x), 1e-6)
+  return max(typicality.kernel_width(embedding, ids), 1e-6)
 
 
 def learnability(stats, ctx: SelectionContext) -> np.ndarray:
@@ -109,20 +103,18 @@ def iou_gain_priority(stats, ctx: SelectionContext) -> np.ndarray:
   return room * learnability(stats, ctx)
 
 
-@functools.partial(jax.jit, static_argnames=('k',))
-def neighbourhood_mean(x, values, *, k: int):
-  """Mean of ``values`` over each row and its k nearest rows of ``x``."""
-  x = jnp.asarray(x, jnp.float32)
-  n = x.shape[0]
-  k = min(k, n - 1)
-  rows, _ = diversity.row_chunks(x)
-
-  def chunk(r):
-    d = diversity.pairwise_distances(r, x)
-    _, nearest = jax.lax.top_k(-d, k + 1)  # itself included
-    return values[nearest].mean(1)
-
-  return jax.lax.map(chunk, rows).reshape(-1)[:n]
+def neighbourhood_mean(x, values, ids, *, k: int) -> np.ndarray:
+  """Mean of ``values`` over each row and its k nearest other rows of ``x``;
+  in a pool of more than typicality.SAMPLE tiles, its k nearest among the
+  pool's sample (typicality.pool_sample)."""
+  x = np.asarray(x, np.float32)
+  values = np.asarray(values, np.float32)
+  sample = typicality.pool_sample(ids)
+  k = max(1, min(k, len(sample) - 1))
+  index = np.arange(len(x))
+  _, nearest = typicality.nearest(x, index, x[sample], sample, np.ones(len(sample), bool), k=k)
+  neighbours = values[sample][np.asarray(nearest)]
+  return np.concatenate([values[:, None], neighbours], axis=1).mean(1)
 
 
 @register('iou_trend', reads=('pred_iou', 'embedding'))
@@ -136,7 +128,7 @@ def iou_trend_priority(stats, ctx: SelectionContext) -> np.ndarray:
   if ctx.history.shape[0] == 0:
     return room / 2
   change = q - ctx.history[-1]
-  smooth = np.asarray(neighbourhood_mean(stats.embedding, jnp.asarray(change, jnp.float32),
-                                         k=typicality.K_NEIGHBOURS), np.float64)
+  smooth = np.asarray(neighbourhood_mean(stats.embedding, change, stats.ids, k=typicality.K_NEIGHBOURS),
+                      np.float64)
   scale = max(float(smooth.std()), 1e-6)
   return room * 0.5 * (1.0 + np.tanh(smooth / (2.0 * scale)))  # sigmoid, without overflow

@@ -16,10 +16,12 @@ Users register their own with the decorators, in a module named as
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from priojax import rngs
@@ -105,6 +107,25 @@ def power_keys(scores: np.ndarray, ids: np.ndarray, rng: jax.Array, beta: float)
     return np.where(scores > 0, beta * np.log(np.maximum(scores, 1e-300)) + gumbel, -np.inf)
 
 
+@functools.partial(jax.jit, static_argnames=('k',))
+def _kth_largest(values, selectable, *, k: int):
+  return jax.lax.top_k(jnp.where(selectable, values, -jnp.inf), k)[0][k - 1]
+
+
+def top_k_candidates(rank: np.ndarray, selectable: np.ndarray, k: int) -> np.ndarray:
+  """The selectable rows that can be among the k of highest (float64)
+  ``rank``: those whose float32 rank is at least the k-th largest float32
+  rank, found on device (lax.top_k). Rounding to float32 is monotone, so no
+  row below that threshold outranks k rows at or above it: the exact order
+  is then settled on these rows alone (k plus the float32 ties)."""
+  if k == 0:
+    return np.zeros(0, np.int64)
+  with np.errstate(over='ignore'):  # beyond float32's range: inf, still in order
+    rank32 = rank.astype(np.float32)
+  threshold = np.float32(_kth_largest(rank32, selectable, k=k))
+  return np.flatnonzero(selectable & (rank32 >= threshold))
+
+
 def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks]:
   """A score formula as a picker: the k selectable tiles of highest score
   (or, with hparam acquisition='power', k drawn with p ∝ score^power_beta).
@@ -121,16 +142,16 @@ def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks
     if bad.any():
       raise SelectionError(f'priority formula {name!r} gave non-finite priorities for '
                            f'{int(bad.sum())} tiles (ids {stats.ids[bad][:5].tolist()})')
-    candidates = np.flatnonzero(ctx.selectable)
-    ids = stats.ids[candidates]
-    tie = rngs.keyed_bits(jax.random.fold_in(ctx.rng, _TIE_BREAK), ids)
-    rank = scores[candidates]
+    rank = scores
     acquisition = ctx.hparam('acquisition')
     if acquisition == 'power':
-      rank = power_keys(rank, ids, jax.random.fold_in(ctx.rng, _POWER), float(ctx.hparam('power_beta')))
+      rank = power_keys(scores, stats.ids, jax.random.fold_in(ctx.rng, _POWER), float(ctx.hparam('power_beta')))
     elif acquisition != 'top_k':
       raise SelectionError(f'hparam acquisition={acquisition!r}; expected one of {ACQUISITIONS}')
-    order = np.lexsort((ids, tie, -rank))
+    candidates = top_k_candidates(rank, np.asarray(ctx.selectable, bool), ctx.k)
+    ids = stats.ids[candidates]
+    tie = rngs.keyed_bits(jax.random.fold_in(ctx.rng, _TIE_BREAK), ids)
+    order = np.lexsort((ids, tie, -rank[candidates]))
     positions = candidates[order[:ctx.k]]
     return Picks(positions, scores[positions], scores)
 
