@@ -46,7 +46,11 @@ def _quiet_closed_loop(unraisable) -> None:
 
 
 def _orbax_leftover(record: std_logging.LogRecord) -> bool:
-  return (record.name == 'asyncio' and str(record.msg).startswith('Task exception was never retrieved')
+  # A failed save's sibling writes (tasks, or the future gathering them)
+  # fail too, and asyncio logs each one when it is collected.
+  return (record.name == 'asyncio'
+          and str(record.msg).startswith(('Task exception was never retrieved',
+                                          'Future exception was never retrieved'))
           and 'orbax' in record.getMessage())
 
 
