@@ -7,8 +7,9 @@ import sys
 from conftest import ROOT, subprocess_env
 
 # A fresh process per pool (a peak is a process's maximum so far): a tiny
-# network on 24 px tiles made on read, so that pixels would dominate if the
-# driver held them (200k tiles: 330 MiB of pixels, 14 MiB of statistics).
+# network on 24 px tiles made on read, scoring what iou_gain reads, so that
+# pixels would dominate if the driver held them (200k tiles: 330 MiB of
+# pixels, 9 MiB of statistics and ids).
 SCRIPT = '''
 import resource, sys
 import jax
@@ -20,11 +21,13 @@ from priojax.models.heads import iou_head
 from priojax.models.networks import Networks
 from priojax.models.unet import UNet
 from priojax.scoring import Scorer
+from priojax.tile_stats import StatsSpec
 
 n = int(sys.argv[1])
 net = Networks(UNet(depth=2, width=2), iou_head(4), embed_dim=8)
 params = jax.jit(net.init, static_argnums=1)(jax.random.key(0), 24)
-stats = Scorer(net, mesh.make_mesh(), batch_size=256).score(params, TileSource(GeneratedPool(n, 24), 'pool'))
+scorer = Scorer(net, mesh.make_mesh(), batch_size=512, spec=StatsSpec.of(('pred_iou', 'embedding')))
+stats = scorer.score(params, TileSource(GeneratedPool(n, 24), 'pool'))
 assert len(stats) == n and stats.ids[-1] == n - 1
 print('RSS_MIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 '''
