@@ -133,26 +133,29 @@ def test_a_killed_process_and_both_restarted_give_the_uninterrupted_result(tmp_p
   assert_same_run(workdir, reference_run)
 
 
-def run_scoring(out: pathlib.Path, num_processes: int, devices: int, *extra) -> list[dict]:
+def start_scoring(out: pathlib.Path, num_processes: int, devices: int, *extra) -> list[subprocess.Popen]:
   out.mkdir()
   cmd = [sys.executable, str(ROOT / 'tests' / 'multiprocess_scoring.py'), f'--out={out}', *extra]
   port = free_port()
-  procs = [subprocess.Popen(cmd + [f'--process_id={i}', f'--num_processes={num_processes}',
-                                   f'--coordinator=127.0.0.1:{port}', f'--devices={devices}'],
-                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True) for i in range(num_processes)]
-  results = finish(procs, timeout=300)
-  for i, (code, err) in enumerate(results):
+  return [subprocess.Popen(cmd + [f'--process_id={i}', f'--num_processes={num_processes}',
+                                  f'--coordinator=127.0.0.1:{port}', f'--devices={devices}'],
+                           cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True) for i in range(num_processes)]
+
+
+def scoring_results(out: pathlib.Path, procs: list[subprocess.Popen]) -> list[dict]:
+  for i, (code, err) in enumerate(finish(procs, timeout=300)):
     assert code == 0, f'process {i}: {err[-3000:]}'
-  return [dict(np.load(out / f'process{i}.npz', allow_pickle=False)) for i in range(num_processes)]
+  return [dict(np.load(out / f'process{i}.npz', allow_pickle=False)) for i in range(len(procs))]
 
 
 def test_scoring_a_pool_across_processes_equals_one_process(tmp_path):
   # 37 tiles in global batches of 8: the last batch has 5 rows, 4 on the
   # first process and 1 on the second; the subset's last batch has 2 rows,
-  # none on the second process.
-  (one,) = run_scoring(tmp_path / 'one', 1, 2)
-  two = run_scoring(tmp_path / 'two', 2, 1)
+  # none on the second process. The reference runs at the same time.
+  started = {name: start_scoring(tmp_path / name, n, d) for name, n, d in (('one', 1, 2), ('two', 2, 1))}
+  (one,) = scoring_results(tmp_path / 'one', started['one'])
+  two = scoring_results(tmp_path / 'two', started['two'])
   np.testing.assert_array_equal(one['devices'], [2, 1])
   assert len(one['ids']) == 37 and len(np.unique(one['ids'])) == 37
   assert one['ids'].min() > 2**32  # int64 ids, gathered whole
