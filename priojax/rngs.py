@@ -47,6 +47,14 @@ def _per_id(fn, key: jax.Array, ids) -> np.ndarray:
   return np.asarray(fn(key, high, low))[:n]
 
 
+def id_keys(ids) -> np.ndarray:
+  """The uint32 that a tile's per-pick random draws fold in (BADGE's and
+  k-means++'s Gumbel noise, ``random``, power acquisition): its id's low 32
+  bits. JAX runs without x64; ids that differ by a multiple of 2^32 share
+  these draws, and ties still go by the whole id."""
+  return (np.asarray(ids).reshape(-1).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
+
+
 def keyed_bits(key: jax.Array, ids) -> np.ndarray:
   """A uint32 hash of each tile id under ``key``: the same for a tile
   wherever it stands in the pool, different under another key."""

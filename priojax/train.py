@@ -222,22 +222,24 @@ class Trainer:
     b_s = batch_size if n_t == 0 else min(batch_size - 1, int(round(batch_size * replay)))
     b_t = batch_size - b_s
     k_t, k_s, k_step = jax.random.split(rng, 3)
-    n_s = len(source['image']) if isinstance(source, dict) else len(source)
+    fields = ('image', 'mask')
+    if isinstance(source, dict):
+      n_s, read_source = len(source['image']), lambda p: {k: source[k][p] for k in fields}
+    else:
+      n_s, read_source = len(source), lambda p: source.read(p, fields=fields)
     idx_s = np.asarray(jax.random.randint(k_s, (steps, b_s), 0, n_s))
     idx_t = np.asarray(jax.random.randint(k_t, (steps, b_t), 0, max(n_t, 1)))
     first, share = mesh_lib.process_rows(batch_size)
     rows = np.arange(first, first + share)  # of each global batch: source rows, then target rows
+    source_rows, target_rows = rows[rows < b_s], rows[rows >= b_s] - b_s
 
     def read_step(s):
       parts = []
-      if (rows < b_s).any():
-        picked = idx_s[s][rows[rows < b_s]]
-        parts.append({k: source[k][picked] for k in ('image', 'mask')} if isinstance(source, dict)
-                     else source.read(picked, fields=('image', 'mask')))
-      if (rows >= b_s).any():
-        picked = idx_t[s][rows[rows >= b_s] - b_s]
-        parts.append({k: target[k][picked] for k in ('image', 'mask')})
-      return tuple(np.concatenate([p[k] for p in parts]) for k in ('image', 'mask'))
+      if len(source_rows):
+        parts.append(read_source(idx_s[s][source_rows]))
+      if len(target_rows):
+        parts.append({k: target[k][idx_t[s][target_rows]] for k in fields})
+      return tuple(np.concatenate([p[k] for p in parts]) for k in fields)
 
     # Read ahead on a thread while the device trains.
     local_batches = iter(grain.MapDataset.range(steps).map(read_step).to_iter_dataset(

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from priojax import rngs
+
 CHUNK = 1024  # rows of the reference (or candidates) taken at a time
 # Pools up to this many rows meet each reference chunk whole (memory
 # ROWS x CHUNK); larger ones go through in blocks of CHUNK rows, so that a
@@ -57,11 +59,6 @@ def id_ranks(ids) -> np.ndarray:
   ranks = np.empty(len(ids), np.int32)
   ranks[np.argsort(ids, kind='stable')] = np.arange(len(ids), dtype=np.int32)
   return ranks
-
-
-def noise_keys(ids) -> np.ndarray:
-  """The uint32 a tile's random draws are keyed by: its id's low 32 bits."""
-  return (np.asarray(ids).reshape(-1).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
 
 
 def pairwise_distances(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
@@ -136,7 +133,7 @@ def _greedy_weighted_distance(uncertainty, embedding, reference, selectable, ran
 
 def gumbel_noise(key: jax.Array, step, keys: jnp.ndarray) -> jnp.ndarray:
   """Gumbel(0, 1) noise for pick ``step``, one value per tile, keyed by
-  ``keys`` (noise_keys of the ids)."""
+  ``keys`` (rngs.id_keys of the ids)."""
   step_key = jax.random.fold_in(key, step)
   return jax.vmap(lambda i: jax.random.gumbel(jax.random.fold_in(step_key, i)))(keys)
 
@@ -144,12 +141,12 @@ def gumbel_noise(key: jax.Array, step, keys: jnp.ndarray) -> jnp.ndarray:
 def kmeans_pp(points, selectable, ids, key, *, k):
   """k-means++ seeding: returns (positions [k], D^2 of each pick when picked;
   the first pick, the largest-norm point, reports its squared norm)."""
-  return kmeans_pp_ranked(points, selectable, id_ranks(ids), noise_keys(ids), key, k=k)
+  return kmeans_pp_ranked(points, selectable, id_ranks(ids), rngs.id_keys(ids), key, k=k)
 
 
 @functools.partial(jax.jit, static_argnames=('k',))
 def kmeans_pp_ranked(points, selectable, ranks, keys, key, *, k):
-  """kmeans_pp with the ids given as (id_ranks, noise_keys), for callers
+  """kmeans_pp with the ids given as (id_ranks, rngs.id_keys), for callers
   inside jit."""
   x = jnp.asarray(points, jnp.float32)
   sq_norm = jnp.sum(x * x, -1)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from priojax import rngs
 from priojax.priority import diversity, typicality
 from priojax.priority.registry import Picks, SelectionContext, register, register_picker
 
@@ -20,8 +21,7 @@ from priojax.priority.registry import Picks, SelectionContext, register, registe
 @register('random', reads=())
 def random_priority(stats, ctx: SelectionContext) -> jax.Array:
   """p_i = U(0, 1) drawn from fold_in(key, id_i): independent of pool order."""
-  ids = jnp.asarray(stats.ids, jnp.uint32)
-  return jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(ctx.rng, i)))(ids)
+  return jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(ctx.rng, i)))(rngs.id_keys(stats.ids))
 
 
 @register('iou', reads=('pred_iou',))
@@ -183,5 +183,4 @@ def maxherding_priority(stats, ctx: SelectionContext):
   labelled pool tiles and the picks; σ the median kNN distance of the pool
   (typicality.py). Priority: each pick's coverage gain."""
   sigma = typicality.kernel_width(stats.embedding, stats.ids)
-  return _picks(typicality.maxherding(stats.embedding, ctx.selectable, stats.ids,
-                                      max(sigma, 1e-6), k=ctx.k))
+  return _picks(typicality.maxherding(stats.embedding, ctx.selectable, stats.ids, sigma, k=ctx.k))

@@ -72,19 +72,13 @@ def kernel_regression(x, centres, values, sigma, prior, prior_weight):
   return diversity.map_rows(block, jnp.asarray(x, jnp.float32))
 
 
-def pool_scale(embedding: np.ndarray, ids: np.ndarray) -> float:
-  """σ: the median mean distance to the 20 nearest neighbours, on at most
-  4096 pool tiles chosen by a hash of their id (not by pool order)."""
-  return max(typicality.kernel_width(embedding, ids), 1e-6)
-
-
 def learnability(stats, ctx: SelectionContext) -> np.ndarray:
   """ℓ̂_i for every pool tile (1 where no labelled tile is near or known)."""
   now, at_pick = np.asarray(stats.label_iou), np.asarray(stats.label_iou_at_pick)
   known = (now >= 0) & (at_pick >= 0) & ~ctx.selectable
   if not known.any():
     return np.ones(len(stats), np.float64)
-  sigma = pool_scale(stats.embedding, stats.ids)
+  sigma = typicality.kernel_width(stats.embedding, stats.ids)  # on a sample of 4096 at most
   ell = learnable_fraction(now[known], at_pick[known])
   # Padded on the host to a fixed multiple, so that one compiled function
   # serves every round (the labelled set grows each round).

@@ -102,7 +102,7 @@ def power_keys(scores: np.ndarray, ids: np.ndarray, rng: jax.Array, beta: float)
   p(i) ∝ s_i^β (Gumbel-top-k); the noise is keyed by tile id, so the draw
   does not depend on the pool's order. Scores <= 0 get probability 0."""
   gumbel = np.asarray(jax.vmap(lambda i: jax.random.gumbel(jax.random.fold_in(rng, i)))(
-      np.asarray(ids, np.uint32)), np.float64)
+      rngs.id_keys(ids)), np.float64)
   with np.errstate(divide='ignore'):
     return np.where(scores > 0, beta * np.log(np.maximum(scores, 1e-300)) + gumbel, -np.inf)
 

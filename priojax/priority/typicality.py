@@ -130,7 +130,7 @@ def sampled_typicality(x: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
 def kmeans(x, ids, key, *, clusters: int):
   """Lloyd's k-means (20 iterations) from a k-means++ seeding keyed by tile
   id; returns each row's cluster. An emptied cluster keeps its centre."""
-  return _kmeans(x, diversity.id_ranks(ids), diversity.noise_keys(ids), key, clusters=clusters)
+  return _kmeans(x, diversity.id_ranks(ids), rngs.id_keys(ids), key, clusters=clusters)
 
 
 @functools.partial(jax.jit, static_argnames=('clusters',))
@@ -226,9 +226,10 @@ def typiclust_picks(x: np.ndarray, ids: np.ndarray, selectable: np.ndarray, assi
 
 def kernel_width(embedding, ids) -> float:
   """σ: the median mean distance to the K nearest neighbours, over the
-  pool's sample (pool_sample: every tile up to SAMPLE)."""
+  pool's sample (pool_sample: every tile up to SAMPLE); at least 1e-6, so
+  that a pool of identical embeddings still has a kernel."""
   x = np.asarray(embedding, np.float32)[pool_sample(ids)]
-  return float(jnp.median(knn_mean_distance(x, jnp.ones(x.shape[0], bool), k=K_NEIGHBOURS)))
+  return max(float(jnp.median(knn_mean_distance(x, jnp.ones(x.shape[0], bool), k=K_NEIGHBOURS))), 1e-6)
 
 
 def maxherding(embedding, selectable, ids, sigma, *, k: int):
