@@ -57,6 +57,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # fast form) or 'conv_transpose'; the same map and parameters.
       upsample='depth_to_space',
       head_hidden=64, embed_dim=128,
+      # 'none': the U-Net above, trained from scratch; 'mobilenet_v2': an
+      # ImageNet-pretrained encoder (priojax/models/encoder_unet.py) under a
+      # decoder of `width` x (16, 8, 4, 2, 1) channels; `depth` and
+      # `upsample` are then the encoder's (stride 32, nearest upsampling).
+      encoder='none',
+      encoder_weights='imagenet',  # or 'random'
+      encoder_lr_scale=1.0,  # the encoder's learning rate, as a fraction of the decoder's
   ))
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=700, batch_size=16, learning_rate=2e-3,

@@ -9,6 +9,7 @@ from typing import Any
 
 from priojax import priority, tile_stats
 from priojax.errors import ConfigError, WorkdirError
+from priojax.models.encoder_unet import ENCODER_NAMES, ENCODER_WEIGHTS, STRIDE
 from priojax.models.unet import NORMS, UPSAMPLES
 from priojax.uncertainty import AGGREGATIONS
 
@@ -108,8 +109,16 @@ def check_config(config) -> None:
           "the path of a scene manifest (YAML or JSON) when data.kind='geotiff'", config.data.manifest)
   if config.data.kind != 'crisis_bench':
     _fraction(config, 'data.source_val_fraction')
-  size, depth = config.data.tile_size, config.model.depth
-  _need(size % (2**depth) == 0, 'data.tile_size', f'a multiple of 2**model.depth = {2**depth}', size)
+  m = config.model
+  _need(m.encoder in ENCODER_NAMES, 'model.encoder', f'one of {ENCODER_NAMES}', m.encoder)
+  _need(m.encoder_weights in ENCODER_WEIGHTS, 'model.encoder_weights', f'one of {ENCODER_WEIGHTS}',
+        m.encoder_weights)
+  _positive(config, 'model.encoder_lr_scale')
+  size = config.data.tile_size
+  if m.encoder == 'none':
+    _need(size % (2**m.depth) == 0, 'data.tile_size', f'a multiple of 2**model.depth = {2**m.depth}', size)
+  else:
+    _need(size % STRIDE == 0, 'data.tile_size', f'a multiple of {STRIDE} for model.encoder={m.encoder!r}', size)
   _need(size % config.priority.region == 0, 'priority.region',
         f'a divisor of data.tile_size = {size} (the side of the regions a tile is cut into)',
         config.priority.region)
@@ -122,6 +131,8 @@ def check_config(config) -> None:
 # compute the same map from the same parameters; runs started before the
 # field existed used 'conv_transpose').
 _MAY_CHANGE = frozenset({'rounds.num_rounds', 'data.data_dir', 'allow_config_change', 'model.upsample'})
+# Fields added since runs began, with the value that means what those runs did.
+_ADDED = {'model.encoder': 'none', 'model.encoder_weights': 'imagenet', 'model.encoder_lr_scale': 1.0}
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:
@@ -140,7 +151,7 @@ def check_same_config(old: dict | None, new: dict, workdir) -> list[str]:
   those that may always change."""
   if old is None:
     return []
-  old, flat = _flatten(old), _flatten(new)
+  old, flat = {**_ADDED, **_flatten(old)}, _flatten(new)
   changed = sorted(k for k in old.keys() | flat.keys() if old.get(k) != flat.get(k) and k not in _MAY_CHANGE)
   if changed and not new.get('allow_config_change', False):
     shown = ', '.join(f'{k}: {old.get(k)!r} -> {flat.get(k)!r}' for k in changed[:6])

@@ -41,6 +41,7 @@ from priojax.geo import export
 from priojax.geo.annotations import AwaitingLabels, HumanOracle
 from priojax.mesh import make_mesh
 from priojax.models import heads
+from priojax.models.encoder_unet import EncoderUNet
 from priojax.models.networks import Networks
 from priojax.models.unet import UNet
 from priojax.oracle import BenchmarkOracle
@@ -55,8 +56,13 @@ ROUND_STEPS = ('scored', 'selected', 'labelled', 'fine_tuned', 'evaluated')
 
 def build_networks(config) -> Networks:
   m = config.model
-  return Networks(unet=UNet(depth=m.depth, width=m.width, norm=m.norm, dropout=m.dropout,
-                            upsample=m.upsample, dtype=jnp.dtype(m.dtype)),
+  if m.encoder == 'none':
+    unet = UNet(depth=m.depth, width=m.width, norm=m.norm, dropout=m.dropout, upsample=m.upsample,
+                dtype=jnp.dtype(m.dtype))
+  else:
+    unet = EncoderUNet(encoder=m.encoder, width=m.width, norm=m.norm, dropout=m.dropout,
+                       dtype=jnp.dtype(m.dtype), weights=m.encoder_weights)
+  return Networks(unet=unet,
                   head=heads.iou_head(m.head_hidden), loss_head=heads.loss_head(m.head_hidden),
                   embed_dim=m.embed_dim, threshold=config.eval.threshold)
 
@@ -111,7 +117,8 @@ class Experiment:
     self.scorer = Scorer(self.networks, self.mesh, config.scoring.batch_size, spec,
                          iou_smoothing=config.head.iou_smoothing)
     self.trainer = Trainer(self.networks, self.mesh, head_loss=HeadLoss(
-        config.head.rank_weight, config.head.rank_margin, config.head.loss_rank_margin))
+        config.head.rank_weight, config.head.rank_margin, config.head.loss_rank_margin),
+                           encoder_lr_scale=config.model.encoder_lr_scale)
     self.oracle = self._make_oracle()
     self.source_train = self.data['source_train']  # read as the steps need it
     self.ckpts = RoundCheckpoints(workdir.checkpoints, commits_rounds=True)

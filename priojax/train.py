@@ -43,13 +43,23 @@ class TrainState:
   head_opt: optax.OptState
 
 
-def make_optimizer(weight_decay: float, clip_norm: float) -> optax.GradientTransformation:
+def _encoder_mask(params: dict) -> dict:
+  return {name: jax.tree.map(lambda _: name == 'encoder', tree) for name, tree in params.items()}
+
+
+def make_optimizer(weight_decay: float, clip_norm: float,
+                   encoder_lr_scale: float = 1.0) -> optax.GradientTransformation:
   """AdamW behind gradient clipping; the learning rate lives in the state so
-  that pretraining and fine-tuning share one compiled step."""
+  that pretraining and fine-tuning share one compiled step. A pretrained
+  encoder's updates (the ``encoder`` subtree) are scaled by
+  ``encoder_lr_scale``: a lower rate keeps its ImageNet features while the
+  decoder, trained from scratch, learns at the full rate."""
 
   def make(learning_rate):
-    return optax.chain(optax.clip_by_global_norm(clip_norm),
-                       optax.adamw(learning_rate, weight_decay=weight_decay))
+    parts = [optax.clip_by_global_norm(clip_norm), optax.adamw(learning_rate, weight_decay=weight_decay)]
+    if encoder_lr_scale != 1.0:
+      parts.append(optax.masked(optax.scale(encoder_lr_scale), _encoder_mask))
+    return optax.chain(*parts)
 
   return optax.inject_hyperparams(make)(learning_rate=1e-3)
 
@@ -158,11 +168,12 @@ def _init_state(networks: Networks, tx, head_tx, tile_size: int, key: jax.Array)
 
 
 @compile_cache.cached
-def _compiled(networks: Networks, weight_decay: float, clip_norm: float, head_loss: HeadLoss):
+def _compiled(networks: Networks, weight_decay: float, clip_norm: float, head_loss: HeadLoss,
+              encoder_lr_scale: float):
   """The optimisers and jitted steps of one configuration, built once per
   process: every run of a comparison with this configuration reuses them."""
-  config = (networks, weight_decay, clip_norm, head_loss)
-  tx = make_optimizer(weight_decay, clip_norm)
+  config = (networks, weight_decay, clip_norm, head_loss, encoder_lr_scale)
+  tx = make_optimizer(weight_decay, clip_norm, encoder_lr_scale)
   head_tx = make_optimizer(0.0, clip_norm)
   seg = compile_cache.counted('seg_step', config, functools.partial(seg_step, networks, tx))
   head = compile_cache.counted('head_step', config, functools.partial(head_step, networks, head_tx, head_loss))
@@ -175,17 +186,23 @@ class Trainer:
   """The optimisers and the compiled steps for one pair of networks."""
 
   def __init__(self, networks: Networks, mesh: Mesh, *, weight_decay: float = 1e-4,
-               clip_norm: float = 1.0, head_loss: HeadLoss = HeadLoss()):
+               clip_norm: float = 1.0, head_loss: HeadLoss = HeadLoss(), encoder_lr_scale: float = 1.0):
     self.networks = networks
     self.mesh = mesh
     self.head_loss = head_loss
     (self.tx, self.head_tx, self.seg_step, self.head_step, self._init,
-     self._init_jit) = _compiled(networks, float(weight_decay), float(clip_norm), head_loss)
+     self._init_jit) = _compiled(networks, float(weight_decay), float(clip_norm), head_loss,
+                                 float(encoder_lr_scale))
 
   def initial_state(self, key: jax.Array, tile_size: int) -> TrainState:
-    """A freshly initialised state, replicated over the mesh (jitted: op by
-    op, the U-Net's initialisation takes seconds of dispatch)."""
-    return mesh_lib.replicate(self.mesh, self._init_jit(tile_size, key))
+    """A freshly initialised state (a pretrained encoder's weights loaded),
+    replicated over the mesh (jitted: op by op, the U-Net's initialisation
+    takes seconds of dispatch)."""
+    state = self._init_jit(tile_size, key)
+    unet = self.networks.load_pretrained(state.params['unet'])
+    if unet is not state.params['unet']:
+      state = state.replace(params={**state.params, 'unet': unet})
+    return mesh_lib.replicate(self.mesh, state)
 
   def state_shapes(self, key: jax.Array, tile_size: int) -> TrainState:
     """The state's shapes and dtypes; nothing is computed."""

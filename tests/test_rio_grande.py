@@ -14,6 +14,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geo_fixtures import pixel_rects, rects_to_polygons, rgb_scene_with_buildings, write_scene
+from priojax import downloads
 from priojax.data import loading, rio_grande
 from priojax.errors import DataError
 from priojax.geo.export import text
@@ -131,7 +132,7 @@ def test_a_download_with_another_checksum_is_refused_and_not_cached(tmp_path, mo
       f.write(b'tampered')
     return subprocess.CompletedProcess(cmd, 0, '', '')
 
-  monkeypatch.setattr(rio_grande.subprocess, 'run', fake_pip)
+  monkeypatch.setattr(downloads.subprocess, 'run', fake_pip)
   with pytest.raises(DataError, match=rf'sha256 [0-9a-f]{{64}}; expected {rio_grande.SHA256}'):
     rio_grande.fetch_archive(tmp_path / 'cache')
   assert not (tmp_path / 'cache' / 'downloads' / rio_grande.ARCHIVE).exists()

