@@ -46,14 +46,16 @@ from priojax import priority, tile_stats
 from priojax.data import builders
 from priojax.data.generated import GeneratedPool
 from priojax.data.pool import TileSource
-from priojax.models.heads import iou_head
-from priojax.models.unet import UNet, preprocess
+from bench_models import describe, priojax_networks, torch_model
 from priojax.models.networks import Networks
+from priojax.models.unet import preprocess
 from priojax.scoring import Scorer
 
 _TILE = flags.DEFINE_integer('tile_size', 64, 'Tile side in pixels.')
 _WIDTH = flags.DEFINE_integer('width', 8, 'U-Net width.')
 _DEPTH = flags.DEFINE_integer('depth', 3, 'U-Net depth.')
+_ENCODER = flags.DEFINE_enum('encoder', 'none', ['none', 'mobilenet_v2'],
+                             "'none': the from-scratch U-Net; else the U-Net over that ImageNet encoder.")
 _POOL = flags.DEFINE_integer('pool', 2048, 'Tiles in the TFDS pool split.')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Scoring batch size.')
 _MC = flags.DEFINE_integer('mc_passes', 6, 'MC-dropout passes for bald.')
@@ -73,13 +75,14 @@ ELTWISE = ('LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIV
            'LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE')
 
 
-def family_scorer(family: str, mesh) -> tuple[Networks, Scorer]:
-  """The networks and scorer a run of ``family``'s formula builds."""
+def family_scorer(family: str, mesh) -> tuple[Networks, Scorer, dict]:
+  """The networks, scorer and parameters a run of ``family``'s formula builds."""
   dropout = 0.1 if family == 'bald' else 0.0
-  net = Networks(UNet(depth=_DEPTH.value, width=_WIDTH.value, dropout=dropout), iou_head())
+  net, params = priojax_networks(_ENCODER.value, depth=_DEPTH.value, width=_WIDTH.value, dropout=dropout,
+                                 tile_size=_TILE.value)
   formula = priority.get(family)
   stats = tile_stats.for_formula(formula, {'aggregation': 'mean'})
-  return net, Scorer(net, mesh, _BATCH.value, tile_stats.StatsSpec.of(stats, mc_passes=_MC.value))
+  return net, Scorer(net, mesh, _BATCH.value, tile_stats.StatsSpec.of(stats, mc_passes=_MC.value)), params
 
 
 class TorchScorer:
@@ -90,7 +93,7 @@ class TorchScorer:
 
     self.torch, self.lib, self.family = torch, torch_unet, family
     dropout = 0.1 if family == 'bald' else 0.0
-    self.model = torch_unet.TorchUNet.from_flax(params['unet'], _DEPTH.value, dropout).eval()
+    self.model = torch_model(params['unet'], _ENCODER.value, depth=_DEPTH.value, dropout=dropout).eval()
     self.model = self.model.to(memory_format=torch.channels_last)
     self.head = torch_unet.TorchIoUHead(params['head']).eval()
 
@@ -148,8 +151,7 @@ def model_only(net, scorer, torch, params, images):
 
 
 def bench_family(family: str, mesh, torch, pool: TileSource, images: np.ndarray) -> dict:
-  net, scorer = family_scorer(family, mesh)
-  params = net.init(jax.random.key(0), _TILE.value)
+  net, scorer, params = family_scorer(family, mesh)
   row = {'family': family, 'stats': ', '.join(scorer.stat_names), 'tiles': len(pool)}
   ours = scorer.score(params, pool, key=jax.random.key(0))  # compile + warm-up
   sides = {'priojax': lambda: scorer.score(params, pool, key=jax.random.key(0))}
@@ -175,8 +177,7 @@ def bench_family(family: str, mesh, torch, pool: TileSource, images: np.ndarray)
 def rss_of_one_pool(n: int) -> None:
   """Scores a pool of ``n`` tiles made on read and prints this process's peak RSS."""
   mesh = mesh_lib.make_mesh()
-  net, scorer = family_scorer('iou', mesh)
-  params = net.init(jax.random.key(0), _TILE.value)
+  _, scorer, params = family_scorer('iou', mesh)
   stats = scorer.score(params, TileSource(GeneratedPool(n, _TILE.value), f"synthetic{n}"), key=jax.random.key(0))
   assert len(stats) == n
   print(f'RSS_MIB {timing.peak_rss_mib():.1f}')
@@ -189,6 +190,7 @@ def rss_check() -> list[tuple[int, float]]:
   out = []
   for n in sorted(int(p) for p in _RSS_POOLS.value):
     cmd = [sys.executable, __file__, f'--rss_only={n}', f'--width={_WIDTH.value}', f'--depth={_DEPTH.value}',
+           f'--encoder={_ENCODER.value}',
            f'--tile_size={_TILE.value}', f'--batch_size={_BATCH.value}', f'--cpu_devices={_CPU_DEVICES.value}']
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     out.append((n, float(result.stdout.split('RSS_MIB')[-1])))
@@ -216,7 +218,7 @@ def main(argv):
                                       num_target_pool=pool_size, num_target_test=1)
   pool = TileSource(builders.load_crisis_bench(bcfg, _DATA_DIR.value)['target_pool'], 'target_pool')
   images = pool.read(np.arange(min(len(pool), _BATCH.value)))['image']
-  print(f'U-Net depth {_DEPTH.value} width {_WIDTH.value}, {_TILE.value} px tiles, TFDS pool of '
+  print(f'{describe(_ENCODER.value, _DEPTH.value)}, width {_WIDTH.value}, {_TILE.value} px tiles, TFDS pool of '
         f'{len(pool)}, batch {_BATCH.value}, {mesh.devices.size} XLA device(s), MC passes {_MC.value}'
         f'{", YNN eltwise fusion" if _XLA_ELTWISE.value else ""}; best of {repeats} passes per side')
   rows = [bench_family(f, mesh, torch, pool, images) for f in FAMILIES]

@@ -25,13 +25,14 @@ from absl import app, flags
 
 import timing
 from priojax import mesh as mesh_lib
-from priojax.models.heads import iou_head
-from priojax.models.unet import UNet, preprocess
-from priojax.models.networks import Networks
+from bench_models import describe, priojax_networks, torch_model
+from priojax.models.unet import preprocess
 from priojax.train import Trainer
 from priojax.train_losses import segmentation_loss
 
-_WIDTHS = flags.DEFINE_list('widths', ['8', '16', '32'], 'U-Net widths to time.')
+_WIDTHS = flags.DEFINE_list('widths', ['8', '16', '32'], 'U-Net widths (decoder widths with --encoder) to time.')
+_ENCODER = flags.DEFINE_enum('encoder', 'none', ['none', 'mobilenet_v2'],
+                             "'none': the from-scratch U-Net; else the U-Net over that ImageNet encoder.")
 _REPORT = flags.DEFINE_integer('report_width', 32, 'Width whose ratio is the last line.')
 _DEPTH = flags.DEFINE_integer('depth', 3, 'U-Net depth.')
 _TILE = flags.DEFINE_integer('tile_size', 64, 'Tile side in pixels.')
@@ -55,8 +56,8 @@ def make_batch(rng: np.random.Generator, n: int, size: int):
 
 class PriojaxSide:
   def __init__(self, width: int):
-    self.net = Networks(UNet(depth=_DEPTH.value, width=width, upsample=_UPSAMPLE.value), iou_head())
-    self.params = self.net.init(jax.random.key(0), _TILE.value)
+    self.net, self.params = priojax_networks(_ENCODER.value, depth=_DEPTH.value, width=width,
+                                             upsample=_UPSAMPLE.value, tile_size=_TILE.value)
     self.mesh = mesh_lib.make_mesh()
     self.trainer = Trainer(self.net, self.mesh, weight_decay=WEIGHT_DECAY, clip_norm=CLIP_NORM)
     self.state = self.trainer.init_state(self.params)
@@ -90,7 +91,7 @@ class TorchSide:
     import torch_unet  # noqa: PLC0415
 
     self.torch, self.lib = torch, torch_unet
-    self.model = torch_unet.TorchUNet.from_flax(params['unet'], _DEPTH.value)
+    self.model = torch_model(params['unet'], _ENCODER.value, depth=_DEPTH.value)
     self.model = self.model.train().to(memory_format=torch.channels_last)
     self.opt = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
                                  betas=(0.9, 0.999), eps=1e-8)
@@ -153,7 +154,7 @@ def main(argv):
   print(timing.machine_line())
   if torch is not None:
     print(f'torch {torch.__version__}, {torch.get_num_threads()} intra-op threads')
-  print(f'U-Net depth {_DEPTH.value}, {_TILE.value} px tiles, batch {_BATCH.value}, upsample '
+  print(f'{describe(_ENCODER.value, _DEPTH.value)}, {_TILE.value} px tiles, batch {_BATCH.value}, upsample '
         f'{_UPSAMPLE.value}; best of {repeats} windows of {steps} steps per side, taking turns')
   rows = [bench_width(int(w), torch, steps, repeats) for w in _WIDTHS.value]
   timing.print_table_head(['width', 'priojax train tiles/s', 'PyTorch train tiles/s', 'priojax/PyTorch',

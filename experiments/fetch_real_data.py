@@ -17,7 +17,7 @@ from configs import common
 from experiments import launch
 from priojax.data import rio_grande
 
-_TILE = flags.DEFINE_integer('tile_size', common.REAL_RECIPE['data']['tile_size'], 'Chip side in px.')
+_TILE = flags.DEFINE_integer('tile_size', common.REAL_DATA['tile_size'], 'Chip side in px.')
 _DATA_DIR = flags.DEFINE_string('data_dir', common.get_config().data.data_dir, 'TFDS data folder.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the source train/val split.')
 

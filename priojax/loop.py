@@ -54,7 +54,8 @@ from priojax.workdir import Workdir
 ROUND_STEPS = ('scored', 'selected', 'labelled', 'fine_tuned', 'evaluated')
 
 
-def build_networks(config) -> Networks:
+def build_networks(config, channels: int = 3) -> Networks:
+  """The networks a config names, for tiles of ``channels`` channels."""
   m = config.model
   if m.encoder == 'none':
     unet = UNet(depth=m.depth, width=m.width, norm=m.norm, dropout=m.dropout, upsample=m.upsample,
@@ -64,7 +65,7 @@ def build_networks(config) -> Networks:
                        dtype=jnp.dtype(m.dtype), weights=m.encoder_weights)
   return Networks(unet=unet,
                   head=heads.iou_head(m.head_hidden), loss_head=heads.loss_head(m.head_hidden),
-                  embed_dim=m.embed_dim, threshold=config.eval.threshold)
+                  embed_dim=m.embed_dim, threshold=config.eval.threshold, channels=channels)
 
 
 def selected_store(workdir: Workdir, round_index: int, formula: str) -> round_steps.Store:
@@ -107,7 +108,8 @@ class Experiment:
     distributed.agree('different data', {name: split.fingerprint() for name, split in self.data.items()})
     if self.geo is not None:  # the benchmark's pool size was checked with the config
       check_budget(config, len(self.data['target_pool']), data_name(config))
-    self.networks = build_networks(config)
+    channels = self.data['source_train'].read([0], fields=('image',))['image'].shape[-1]
+    self.networks = build_networks(config, channels)
     self.mesh = make_mesh()
     p = config.priority
     self.hparams = {'alpha': p.alpha, 'beta': p.beta, 'aggregation': p.aggregation,

@@ -134,7 +134,7 @@ def plot_test_predictions(images: np.ndarray, truth: np.ndarray, pred: np.ndarra
     overlay[~t & p] = (0.9, 0.1, 0.1)
     overlay[t & ~p] = (0.1, 0.3, 0.9)
     inter, union = (t & p).sum(), (t | p).sum()
-    panels = ((images[j], f'{int(ids[j])}'), (t, 'truth'), (p, 'prediction'),
+    panels = ((images[j][..., :3], f'{int(ids[j])}'), (t, 'truth'), (p, 'prediction'),
               (overlay, f'IoU {inter / union:.2f}' if union else 'IoU -'))
     for i, (img, label) in enumerate(panels):
       axes[i, j].imshow(img, cmap='gray' if img.ndim == 2 else None, vmin=0, vmax=1 if img.ndim == 2 else None,

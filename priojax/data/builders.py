@@ -54,11 +54,12 @@ def make_builder_config(*, tile_size: int, seed: int, num_source_train: int,
                            **{k: int(v) for k, v in sizes.items()})
 
 
-def tile_features(size: int, **extra) -> tfds.features.FeaturesDict:
-  """What every tile dataset holds (id, uint8 RGB image, binary mask) plus ``extra``."""
+def tile_features(size: int, channels: int = 3, **extra) -> tfds.features.FeaturesDict:
+  """What every tile dataset holds (id, uint8 image of RGB and any further
+  bands, binary mask) plus ``extra``."""
   return tfds.features.FeaturesDict({
       'id': tfds.features.Scalar(np.int64),
-      'image': tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+      'image': tfds.features.Tensor(shape=(size, size, channels), dtype=np.uint8),
       'mask': tfds.features.Tensor(shape=(size, size), dtype=np.uint8),
       **extra,
   })

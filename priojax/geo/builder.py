@@ -33,14 +33,33 @@ class GeoChipsConfig(tfds.core.BuilderConfig):
   tile_size: int = 64
   source_val_fraction: float = 0.2
   seed: int = 0
+  channels: int = 3  # RGB, or RGB and further bands (manifest_channels)
+
+
+def manifest_channels(manifest: Manifest) -> int:
+  """The chips' channel count, the same for every scene: 3 for one- and
+  three-band reads, else the number of bands read."""
+  found = {}
+  for spec in manifest.scenes:
+    with geo.open_scene(spec.image) as src:
+      found[spec.id] = geo.chip_channels(len(geo.check_bands(spec.image, src, spec.bands)))
+  counts = sorted(set(found.values()))
+  if len(counts) > 1:
+    first = next(s for s in manifest.scenes if found[s.id] == counts[0])
+    other = next(s for s in manifest.scenes if found[s.id] != counts[0])
+    raise DataError(f'{other.image}: reads {found[other.id]} bands where {first.image} reads {counts[0]}; '
+                    'expected the same bands for every scene (set "bands:")')
+  return counts[0] if counts else 3
 
 
 def make_geo_config(manifest: Manifest, *, tile_size: int, source_val_fraction: float,
                     seed: int) -> GeoChipsConfig:
   size = manifest.tile_size or tile_size
-  name = f'm{manifest.fingerprint()}_s{size}_v{int(round(source_val_fraction * 100))}_seed{seed}'
+  channels = manifest_channels(manifest)
+  name = (f'm{manifest.fingerprint()}_s{size}_v{int(round(source_val_fraction * 100))}_seed{seed}'
+          + (f'_c{channels}' if channels != 3 else ''))
   return GeoChipsConfig(name=name, manifest=str(manifest.path), tile_size=int(size),
-                        source_val_fraction=float(source_val_fraction), seed=int(seed))
+                        source_val_fraction=float(source_val_fraction), seed=int(seed), channels=channels)
 
 
 def source_val_chips(seed: int, chip_ids: np.ndarray, fraction: float) -> np.ndarray:
@@ -61,7 +80,7 @@ class GeoChips(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = tile_features(
-        self.builder_config.tile_size,
+        self.builder_config.tile_size, self.builder_config.channels,
         has_label=tfds.features.Scalar(np.bool_),
         scene=tfds.features.Text(),
         window=tfds.features.Tensor(shape=(4,), dtype=np.int64),  # row, col, h, w

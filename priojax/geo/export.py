@@ -92,7 +92,8 @@ def export_round(directory: pathlib.Path, *, scenes: dict, selected: dict, pred_
     size = selected['image'].shape[1]
     image = np.ascontiguousarray(selected['image'][rank].transpose(2, 0, 1))
     if crs is None:
-      write_geotiff(directory / 'chips' / f'{int(chip_id)}.png', image, None, None, driver='PNG')
+      # PNG has no room for a fourth band but as alpha: its RGB bands only.
+      write_geotiff(directory / 'chips' / f'{int(chip_id)}.png', image[:3], None, None, driver='PNG')
     else:
       write_geotiff(directory / 'chips' / f'{int(chip_id)}.tif', image, crs, transform)
     write_geojson(directory / 'predictions' / f'{int(chip_id)}.geojson',

@@ -5,7 +5,8 @@ A YAML or JSON file (JSON is YAML), paths relative to the manifest::
   tile_size: 64          # optional, else config.data.tile_size
   overlap: 0             # px shared by neighbouring chips
   max_nodata: 0.5        # chips with more nodata than this are skipped
-  bands: [1, 2, 3]       # optional: bands to read (one band is replicated to RGB)
+  bands: [1, 2, 3]       # optional: bands to read (one band is replicated to RGB;
+                         # [r, g, b, nir, ...]: more bands reach the model)
   scenes:
     - {image: source/a.tif, labels: source/a.geojson, region: source}
     - {image: crisis/b.tif, region: target_pool, bands: [3, 2, 1]}
@@ -17,7 +18,9 @@ raster of the image's size, GeoTIFF or PNG, 0/255 or 0/1). An image without
 georeference (PNG/JPEG, or a GeoTIFF without CRS) needs a ``mask:``; its
 chips carry pixel windows only. Without ``bands:``, a one-band scene is
 replicated to three channels and a three-band scene read as RGB; any other
-band count needs ``bands:``.
+band count needs ``bands:``. More than three bands (red, green, blue, then
+NIR or others; the same count for every scene) reach the model: a
+pretrained encoder's first convolution is extended for them.
 
 Regions: ``source`` (pretraining; split into train/val by chip),
 ``target_pool`` (the tiles to prioritise; labels optional) and

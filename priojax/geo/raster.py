@@ -153,18 +153,25 @@ def _read(src, bands, **kwargs) -> np.ma.MaskedArray:
 
 
 def check_bands(path, src, bands: Sequence[int] | None) -> tuple[int, ...]:
-  """The bands to read: as given, else all of a one- or three-band scene."""
+  """The bands to read: as given, else all of a one- or three-band scene.
+  One band is replicated to RGB; more than three (RGB first, then NIR or
+  other bands) reach the model, whose first convolution takes them."""
   if bands is None:
     if src.count not in (1, 3):
       raise DataError(f'{path}: the scene has {src.count} bands and no "bands" entry; expected '
-                      'bands: [r, g, b] (or [b]) choosing which to read')
+                      'bands: [r, g, b] (or [b], or [r, g, b, nir, ...]) choosing which to read')
     bands = tuple(range(1, src.count + 1))
-  if len(bands) not in (1, 3):
-    raise DataError(f'{path}: expected 1 or 3 bands to read, got {list(bands)}')
+  if len(bands) == 2:
+    raise DataError(f'{path}: expected 1, 3 or more bands to read (red, green, blue first), got {list(bands)}')
   for b in bands:
     if not 1 <= int(b) <= src.count:
       raise DataError(f'{path}: band {b} does not exist (the file has {src.count} bands, numbered from 1)')
   return tuple(int(b) for b in bands)
+
+
+def chip_channels(num_bands: int) -> int:
+  """Channels of a chip read from ``num_bands`` bands: one band is replicated to RGB."""
+  return 3 if num_bands == 1 else num_bands
 
 
 def scene_statistics(src, bands: Sequence[int], percentiles=(2.0, 98.0)) -> BandStats:
@@ -203,7 +210,8 @@ def chip_windows(height: int, width: int, size: int, overlap: int) -> list[Windo
 
 def read_chip(src, window: Window, bands: Sequence[int], stats: BandStats,
               max_nodata: float) -> tuple[np.ndarray, float] | None:
-  """(uint8 image [S, S, 3], valid fraction), or None for a mostly-nodata chip."""
+  """(uint8 image [S, S, C], valid fraction), or None for a mostly-nodata
+  chip; C = ``chip_channels(len(bands))``."""
   data = _read(src, bands, window=window)
   invalid = np.ma.getmaskarray(data).any(axis=0)
   valid_fraction = 1.0 - float(invalid.mean())

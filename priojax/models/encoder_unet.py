@@ -65,7 +65,11 @@ class EncoderUNet(nn.Module):
       raise ValueError(f'tiles of {x.shape[1]}x{x.shape[2]} px; the {self.encoder} encoder needs a '
                        f'multiple of {STRIDE}')
     module, _ = ENCODERS[self.encoder]
-    _, aux = module(dtype=self.dtype, name='encoder')(x.astype(jnp.float32) + 0.5, train=train)
+    # ImageNet weights replace the encoder's initialisation (load_pretrained):
+    # zeros then, which compile in no time.
+    kernel_init = nn.initializers.zeros_init() if self.weights == 'imagenet' else nn.initializers.lecun_normal()
+    _, aux = module(dtype=self.dtype, kernel_init=kernel_init, name='encoder')(x.astype(jnp.float32) + 0.5,
+                                                                              train=train)
     *skips, x = aux['features']
     bottleneck = x
     if self.dropout > 0:

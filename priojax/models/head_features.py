@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from priojax.uncertainty import pixel_entropy
 
 NUM_MASK_STATS = 7
-NUM_IMAGE_STATS = 7
+NUM_IMAGE_STATS = 7  # of an RGB tile
 
 
 def mask_stats(logits: jnp.ndarray, threshold: float) -> jnp.ndarray:
@@ -43,9 +43,10 @@ def mask_stats(logits: jnp.ndarray, threshold: float) -> jnp.ndarray:
 
 
 def image_stats(image: jnp.ndarray) -> jnp.ndarray:
-  """Statistics of one uint8 tile ``[H, W, 3]`` -> ``[NUM_IMAGE_STATS]``:
-  per-channel mean and standard deviation, and the mean absolute gradient
-  (texture: roofs, walls and roads have edges, bare ground few)."""
+  """Statistics of one uint8 tile ``[H, W, C]`` -> ``[2 C + 1]`` (RGB:
+  ``NUM_IMAGE_STATS``): per-channel mean and standard deviation, and the
+  mean absolute gradient of their mean (texture: roofs, walls and roads have
+  edges, bare ground few)."""
   x = image.astype(jnp.float32) / 255.0
   grey = jnp.mean(x, axis=-1)
   texture = jnp.abs(jnp.diff(grey, axis=0)).mean() + jnp.abs(jnp.diff(grey, axis=1)).mean()

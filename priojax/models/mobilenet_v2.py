@@ -93,11 +93,12 @@ class DepthwiseConv(nn.Module):
   kernel_size: int = 3
   stride: int = 1
   dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), (self.kernel_size, self.kernel_size, 1, c))
+    kernel = self.param('kernel', self.kernel_init, (self.kernel_size, self.kernel_size, 1, c))
     bias = self.param('bias', nn.initializers.zeros_init(), (c,))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     return depthwise_conv(x, kernel, self.stride) + bias
@@ -113,15 +114,16 @@ class ConvAffine(nn.Module):
   depthwise: bool = False
   linear: bool = False
   dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
     if self.depthwise:
-      x = DepthwiseConv(self.kernel, self.stride, self.dtype, name='conv')(x)
+      x = DepthwiseConv(self.kernel, self.stride, self.dtype, self.kernel_init, name='conv')(x)
     else:
       p = self.kernel // 2
       x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride, padding=((p, p), (p, p)),
-                  use_bias=True, dtype=self.dtype, name='conv')(x)
+                  use_bias=True, dtype=self.dtype, kernel_init=self.kernel_init, name='conv')(x)
     return x if self.linear else jnp.clip(x, 0.0, 6.0)
 
 
@@ -133,15 +135,17 @@ class InvertedResidual(nn.Module):
   stride: int
   expansion: int
   dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
     hidden = x.shape[-1] * self.expansion
+    init = dict(dtype=self.dtype, kernel_init=self.kernel_init)
     y = x
     if self.expansion != 1:
-      y = ConvAffine(hidden, 1, dtype=self.dtype, name='expand')(y)
-    y = ConvAffine(hidden, 3, self.stride, depthwise=True, dtype=self.dtype, name='depthwise')(y)
-    y = ConvAffine(self.features, 1, linear=True, dtype=self.dtype, name='project')(y)
+      y = ConvAffine(hidden, 1, **init, name='expand')(y)
+    y = ConvAffine(hidden, 3, self.stride, depthwise=True, **init, name='depthwise')(y)
+    y = ConvAffine(self.features, 1, linear=True, **init, name='project')(y)
     if self.stride == 1 and x.shape[-1] == self.features:
       y = x + y
     return y
@@ -154,20 +158,24 @@ class MobileNetV2(nn.Module):
 
   num_classes: int = 0
   dtype: Any = jnp.float32
+  # Zeros where pretrained weights will replace the initialisation: 160
+  # truncated-normal draws take XLA:CPU about 20 s to compile.
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False):
     del train  # no dropout and no batch statistics in the encoder
+    init = dict(dtype=self.dtype, kernel_init=self.kernel_init)
     x = normalise(x.astype(jnp.float32)).astype(self.dtype)
-    x = ConvAffine(STEM, 3, 2, dtype=self.dtype, name='block_0')(x)
+    x = ConvAffine(STEM, 3, 2, **init, name='block_0')(x)
     features, index = [], 1
     for t, c, n, s in SETTINGS:
       for i in range(n):
-        x = InvertedResidual(c, s if i == 0 else 1, t, self.dtype, name=f'block_{index}')(x)
+        x = InvertedResidual(c, s if i == 0 else 1, t, **init, name=f'block_{index}')(x)
         if index in STAGE_ENDS:
           features.append(x)
         index += 1
-    x = ConvAffine(LAST, 1, dtype=self.dtype, name=f'block_{index}')(x)
+    x = ConvAffine(LAST, 1, **init, name=f'block_{index}')(x)
     features.append(x)
     if self.num_classes:
       pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))

@@ -31,13 +31,14 @@ class Networks:
   # Pixels with building probability above it form the predicted mask: the
   # mask whose IoU the head predicts, and that evaluation and export use.
   threshold: float = 0.5
+  channels: int = 3  # of the uint8 tiles: RGB, or RGB and further bands
 
   def init(self, rng: jax.Array, tile_size: int) -> dict:
     r_unet, r_head, r_loss = jax.random.split(rng, 3)
-    image = jnp.zeros((1, tile_size, tile_size, 3), jnp.float32)
+    image = jnp.zeros((1, tile_size, tile_size, self.channels), jnp.float32)
     unet_params = self.unet.init(r_unet, image, train=False)['params']
     logits, aux = self.unet.apply({'params': unet_params}, image, train=False)
-    feats = self.head_inputs(jnp.zeros((tile_size, tile_size, 3), jnp.uint8), logits[0],
+    feats = self.head_inputs(jnp.zeros((tile_size, tile_size, self.channels), jnp.uint8), logits[0],
                              jax.tree.map(lambda a: a[0], aux))
     return {'unet': unet_params, 'head': self.head.init(r_head, feats)['params'],
             'loss_head': self.loss_head.init(r_loss, feats)['params']}
