@@ -28,12 +28,14 @@ import ml_collections
 # and the per-round warm-up + cosine learning rate are the same for every
 # config.
 REAL_IMAGERY_RECIPE = {
-    'model': dict(encoder='mobilenet_v2', encoder_weights='imagenet', width=8),
-    'pretrain': dict(steps=1500, batch_size=16, learning_rate=2e-3, head_steps=400),
-    'rounds': dict(num_rounds=5, k=20),
-    'finetune': dict(steps=300, batch_size=16, learning_rate=1e-3),
+    'data': dict(tile_size=128),
+    'model': dict(encoder='mobilenet_v2', encoder_weights='imagenet', width=8, encoder_lr_scale=0.1),
+    'pretrain': dict(steps=750, batch_size=4, learning_rate=2e-3, head_steps=400),
+    # The budget is counted in pixels: 5 chips of 128 px = 20 of 64 px.
+    'rounds': dict(num_rounds=5, k=5),
+    'finetune': dict(steps=150, batch_size=4, learning_rate=1e-3),
 }
-REAL_DATA = dict(kind='rio_grande_dsg', tile_size=64)
+REAL_DATA = dict(kind='rio_grande_dsg', tile_size=128)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

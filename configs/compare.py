@@ -52,7 +52,7 @@ def get_config(arg=None):
   base.model.dropout = 0.1
   if real and not smoke:
     # The real recipe's model and pretraining; rounds cut to 100 U-Net steps
-    # (the recipe's 300 would take three hours for 5 seeds).
+    # (the recipe's 150, for 6 strategies x 5 seeds, would take half as long again).
     base.finetune.update(steps=100)
     base.head.update(steps=300)
   elif not smoke:

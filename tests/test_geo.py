@@ -143,6 +143,51 @@ def test_missing_band(utm_scene):
       geo.check_bands(path, src, (1, 4, 1))
 
 
+def _four_band_scene(path):
+  data = np.stack([np.full((64, 64), v, np.uint8) for v in (10, 20, 30, 40)])
+  with rasterio.open(path, 'w', driver='GTiff', height=64, width=64, count=4, dtype='uint8') as dst:
+    dst.write(data + np.arange(64, dtype=np.uint8)[None, None])
+  return path
+
+
+def test_more_than_three_bands_reach_the_chips_and_two_are_refused(tmp_path):
+  path = _four_band_scene(tmp_path / 'rgbn.tif')
+  with geo.open_scene(path) as src:
+    with pytest.raises(DataError, match=rf'^{path}: the scene has 4 bands and no "bands" entry; expected '
+                                        r'bands: \[r, g, b\] \(or \[b\], or \[r, g, b, nir, ...\]\)'):
+      geo.check_bands(path, src, None)
+    with pytest.raises(DataError, match=rf'^{path}: expected 1, 3 or more bands to read .*, got \[1, 4\]'):
+      geo.check_bands(path, src, (1, 4))
+    bands = geo.check_bands(path, src, (1, 2, 3, 4))
+    stats = geo.scene_statistics(src, bands)
+    chips = list(geo.iter_chips(src, bands, stats, 32, 0, 1.0))
+  assert len(chips) == 4 and all(image.shape == (32, 32, 4) for _, _, image, _ in chips)
+  assert geo.chip_channels(1) == 3 and geo.chip_channels(3) == 3 and geo.chip_channels(5) == 5
+
+
+def test_scenes_with_different_band_counts_are_refused(tmp_path):
+  from priojax.geo import builder as geo_builder
+  from priojax.geo.manifest import load_manifest
+
+  _four_band_scene(tmp_path / 'a.tif')
+  _four_band_scene(tmp_path / 'b.tif')
+  with rasterio.open(tmp_path / 'mask.tif', 'w', driver='GTiff', height=64, width=64, count=1,
+                     dtype='uint8') as dst:
+    dst.write(np.zeros((1, 64, 64), np.uint8))
+  manifest = tmp_path / 'm.yaml'
+  _four_band_scene(tmp_path / 'c.tif')
+  scenes = [{'image': 'c.tif', 'region': 'source', 'mask': 'mask.tif'},
+            {'image': 'a.tif', 'region': 'target_pool'},
+            {'image': 'b.tif', 'region': 'target_test', 'mask': 'mask.tif'}]
+  manifest.write_text(json.dumps({'bands': [1, 2, 3, 4], 'scenes': scenes}))
+  assert geo_builder.manifest_channels(load_manifest(manifest)) == 4
+  scenes[2]['bands'] = [3, 2, 1]
+  manifest.write_text(json.dumps({'bands': [1, 2, 3, 4], 'scenes': scenes}))
+  with pytest.raises(DataError, match=rf'^{tmp_path / "b.tif"}: reads 3 channels where {tmp_path / "c.tif"} '
+                                      r'reads 4; expected the same bands for every scene'):
+    geo_builder.manifest_channels(load_manifest(manifest))
+
+
 def test_labels_with_unreadable_crs(tmp_path):
   path = tmp_path / 'bad_crs.geojson'
   path.write_text(json.dumps({'type': 'FeatureCollection', 'features': [],

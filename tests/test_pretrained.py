@@ -219,3 +219,21 @@ def test_a_four_band_run_with_the_pretrained_encoder_needs_no_torch(weights_file
   selected = json.loads((workdir / 'selected_round_1.json').read_text())['ids']
   with rasterio.open(workdir / 'export' / 'round_1' / 'chips' / f'{selected[0]}.tif') as chip:
     assert chip.count == 4  # the chips go back to the annotators with every band
+
+
+def test_load_pretrained_puts_the_imagenet_weights_into_the_encoder(weights_file):
+  from priojax.models.encoder_unet import EncoderUNet
+  from priojax.models.heads import iou_head
+  from priojax.models.networks import Networks
+
+  for channels in (3, 4):
+    net = Networks(EncoderUNet(width=4), iou_head(8), channels=channels)
+    shapes = jax.eval_shape(lambda k: net.unet.init(k, jnp.zeros((1, 32, 32, channels)), train=False),
+                            jax.random.key(0))['params']
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    loaded = net.load_pretrained(zeros)
+    expected = pretrained.encoder_params('mobilenet_v2', channels)
+    chex.assert_trees_all_equal(loaded['encoder'], jax.tree.map(jnp.asarray, expected))
+    chex.assert_trees_all_equal(loaded['decoder_0'], zeros['decoder_0'])  # the decoder keeps its init
+  scratch = Networks(EncoderUNet(width=4, weights='random'), iou_head(8))
+  assert scratch.load_pretrained(zeros) is zeros

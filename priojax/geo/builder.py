@@ -43,13 +43,14 @@ def manifest_channels(manifest: Manifest) -> int:
   for spec in manifest.scenes:
     with geo.open_scene(spec.image) as src:
       found[spec.id] = geo.chip_channels(len(geo.check_bands(spec.image, src, spec.bands)))
-  counts = sorted(set(found.values()))
-  if len(counts) > 1:
-    first = next(s for s in manifest.scenes if found[s.id] == counts[0])
-    other = next(s for s in manifest.scenes if found[s.id] != counts[0])
-    raise DataError(f'{other.image}: reads {found[other.id]} bands where {first.image} reads {counts[0]}; '
-                    'expected the same bands for every scene (set "bands:")')
-  return counts[0] if counts else 3
+  if not found:
+    return 3
+  first = manifest.scenes[0]
+  for other in manifest.scenes[1:]:
+    if found[other.id] != found[first.id]:
+      raise DataError(f'{other.image}: reads {found[other.id]} channels where {first.image} reads '
+                      f'{found[first.id]}; expected the same bands for every scene (set "bands:")')
+  return found[first.id]
 
 
 def make_geo_config(manifest: Manifest, *, tile_size: int, source_val_fraction: float,
