@@ -95,7 +95,7 @@ def _imagenet_input(image: np.ndarray) -> jnp.ndarray:
 
 
 def test_converted_mobilenet_v2_classifies_real_photographs(weights_file, tmp_path):
-  skimage_data = pytest.importorskip('skimage.data')
+  from skimage import data as skimage_data  # a test dependency: real photographs
   params = mobilenet_v2.convert_torchvision(load_state_dict(weights_file), classifier=True)
   net = mobilenet_v2.MobileNetV2(num_classes=1000)
   classify = jax.jit(lambda x: net.apply({'params': params}, x)[0])
