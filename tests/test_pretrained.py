@@ -161,7 +161,7 @@ def test_folded_batchnorm_equals_batchnorm_in_inference_mode(depthwise, stride, 
   chex.assert_trees_all_close(np.asarray(got), expected, atol=1e-4, rtol=1e-4)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(size=st.integers(1, 9), channels=st.integers(1, 5), stride=st.sampled_from([1, 2]),
        kernel=st.sampled_from([1, 3, 5]))
 def test_depthwise_slices_equal_a_grouped_convolution(size, channels, stride, kernel):
