@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from priojax.models import mobilenet_v2
 from priojax.models.unet import ConvBlock
 
-# name -> (module, channels of its maps at strides 2, 4, 8, 16, 32)
-ENCODERS = {'mobilenet_v2': (mobilenet_v2.MobileNetV2, mobilenet_v2.SKIP_CHANNELS)}
+# name -> module returning its maps at strides 2, 4, 8, 16, 32 in aux['features']
+ENCODERS = {'mobilenet_v2': mobilenet_v2.MobileNetV2}
 ENCODER_NAMES = ('none',) + tuple(ENCODERS)
 ENCODER_WEIGHTS = ('imagenet', 'random')
 STRIDE = 32  # chips must be a multiple of it
@@ -64,7 +64,7 @@ class EncoderUNet(nn.Module):
     if x.shape[1] % STRIDE or x.shape[2] % STRIDE:
       raise ValueError(f'tiles of {x.shape[1]}x{x.shape[2]} px; the {self.encoder} encoder needs a '
                        f'multiple of {STRIDE}')
-    module, _ = ENCODERS[self.encoder]
+    module = ENCODERS[self.encoder]
     # ImageNet weights replace the encoder's initialisation (load_pretrained):
     # zeros then, which compile in no time.
     kernel_init = nn.initializers.zeros_init() if self.weights == 'imagenet' else nn.initializers.lecun_normal()

@@ -216,8 +216,9 @@ def _conv_bn(sd: dict, conv: str, bn: str) -> dict:
   return {'conv': {'kernel': kernel, 'bias': bias}}
 
 
-def convert_torchvision(sd: dict[str, np.ndarray], channels: int = 3, classifier: bool = False) -> dict:
-  """torchvision ``mobilenet_v2`` state dict -> this module's parameters."""
+def convert_torchvision(sd: dict[str, np.ndarray], classifier: bool = False) -> dict:
+  """torchvision ``mobilenet_v2`` state dict -> this module's parameters for
+  RGB input (``adapt_input_kernel`` extends the stem to more bands)."""
   try:
     params = {'block_0': _conv_bn(sd, 'features.0.0', 'features.0.1')}
     index = 1
@@ -237,6 +238,4 @@ def convert_torchvision(sd: dict[str, np.ndarray], channels: int = 3, classifier
                               'bias': np.asarray(sd['classifier.1.bias'])}
   except KeyError as e:
     raise WeightsError(f'not a torchvision MobileNetV2 state dict: no {e.args[0]!r}') from None
-  stem = params['block_0']['conv']
-  stem['kernel'] = adapt_input_kernel(stem['kernel'], channels)
   return params

@@ -101,7 +101,7 @@ def _materialise(path: pathlib.Path, obj):
       raise WeightsError(f'{path}: a tensor refers to a storage whose bytes are missing (truncated file?)')
     n = int(np.prod(size)) if size else 1
     last = offset + sum((s - 1) * st for s, st in zip(size, stride)) if n else offset
-    if offset < 0 or last >= max(len(storage.data), 1) and n:
+    if n and (offset < 0 or last >= len(storage.data)):
       raise WeightsError(f'{path}: a tensor of shape {list(size)} reaches past its storage of '
                          f'{len(storage.data)} elements')
     item = storage.data.itemsize
