@@ -1,7 +1,7 @@
 """Fuzzing the edges (hypothesis): corrupted scenes and annotators' files.
 
 Every corrupted input must stop the run with the documented error line
-(README, "Bad input") naming the file, and leave the workdir byte for byte
+(docs/reliability.md, "Bad input") naming the file, and leave the workdir byte for byte
 as it was: nothing half-imported, no label lost or counted twice.
 """
 
@@ -23,7 +23,7 @@ from priojax.errors import DataError
 FUZZ = settings(max_examples=8, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-# The documented errors (README, "Bad input").
+# The documented errors (docs/reliability.md, "Bad input").
 TRUNCATED = (r'(not a readable image|cannot read pixels, the file is '
              r'truncated or corrupt)')
 PIXEL_TYPE = r'pixel type \w+; expected one of uint8, int8, uint16'
