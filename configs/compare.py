@@ -3,13 +3,17 @@
     python -m experiments.compare --config=configs/compare.py --workdir=runs/compare
     python -m experiments.compare --config=configs/compare.py:low --workdir=runs/compare_low
     python -m experiments.compare --config=configs/compare.py:real --workdir=runs/compare_real
+    python -m experiments.compare --config=configs/compare.py:geotiff --workdir=runs/compare_palu \
+        --config.base.data.manifest=my_crisis.yaml
     python -m experiments.compare --config=configs/compare.py:smoke --workdir=/tmp/compare
     python -m experiments.compare --config=configs/compare.py --workdir=runs/two \
         --config.strategies='(random,iou_gain)' --config.seeds='(0,1)'
 
 Arguments (comma-separated): ``real`` (the Rio Grande do Sul imagery with
 its recipe, 100 U-Net steps a round, one source model for every seed, six
-strategies), ``low`` (the low-budget schedule: 10 labels a round instead of
+strategies), ``geotiff`` (the same on your own labelled scenes: give the
+manifest with ``--config.base.data.manifest=my_crisis.yaml``; its
+``target_pool`` scenes need labels, which play the annotators), ``low`` (the low-budget schedule: 10 labels a round instead of
 20, eight strategies), ``all`` (every built-in strategy), ``smoke``
 (seconds). ``--readme_section=synthetic|synthetic_low|real`` regenerates the
 README's block (experiments/compare.py).
@@ -23,7 +27,7 @@ more than the hour it was meant to fit); BUILD.md has the others.
 
 import ml_collections
 
-from configs import common
+from priojax import config_defaults
 from priojax import priority
 
 # The default set: random and its honest variants (foreground-aware,
@@ -44,11 +48,13 @@ REAL = ('random', 'fg_random', 'typiclust', 'iou', 'iou_gain', 'iou_gain+power')
 
 def get_config(arg=None):
   args = set(filter(None, (arg or '').split(',')))
-  unknown = args - {'smoke', 'real', 'low', 'all'}
+  unknown = args - {'smoke', 'real', 'geotiff', 'low', 'all'}
   if unknown:
-    raise ValueError(f'unknown config arguments {sorted(unknown)}; expected "smoke", "real", "low" or "all"')
-  smoke, real = 'smoke' in args, 'real' in args
-  base = common.get_config(','.join(a for a in ('smoke', 'real') if a in args) or None)
+    raise ValueError(f'unknown config arguments {sorted(unknown)}; expected "smoke", "real", "geotiff", '
+                     '"low" or "all"')
+  smoke = 'smoke' in args
+  real = bool(args & {'real', 'geotiff'})  # real imagery: the benchmark's, or the user's scenes
+  base = config_defaults.get_config(','.join(a for a in ('smoke', 'real', 'geotiff') if a in args) or None)
   base.model.dropout = 0.1
   if real and not smoke:
     # The real recipe's model and pretraining; rounds cut to 100 U-Net steps

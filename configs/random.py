@@ -4,10 +4,10 @@
     python -m experiments.run --config=configs/random.py:smoke --workdir=/tmp/smoke
 """
 
-from configs import common
+from priojax import config_defaults
 
 
 def get_config(arg=None):
-  config = common.get_config(arg)
+  config = config_defaults.get_config(arg)
   config.priority.name = 'random'
   return config

@@ -17,13 +17,13 @@ before one that cannot).
 import jax
 from absl import app, flags, logging
 
-from configs import common
+from priojax import config_defaults
 from experiments import launch
 from priojax.data import rio_grande
 from priojax.models import pretrained
 
-_TILE = flags.DEFINE_integer('tile_size', common.REAL_DATA['tile_size'], 'Chip side in px.')
-_DATA_DIR = flags.DEFINE_string('data_dir', common.get_config().data.data_dir, 'TFDS data folder.')
+_TILE = flags.DEFINE_integer('tile_size', config_defaults.REAL_DATA['tile_size'], 'Chip side in px.')
+_DATA_DIR = flags.DEFINE_string('data_dir', config_defaults.get_config().data.data_dir, 'TFDS data folder.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the source train/val split.')
 
 
@@ -31,10 +31,10 @@ def fetch() -> None:
   archive = rio_grande.fetch_archive()
   logging.info('archive: %s (sha256 %s)', archive, rio_grande.SHA256)
   cfg = rio_grande.make_rio_grande_config(tile_size=_TILE.value, seed=_SEED.value,
-                                          source_val_fraction=common.get_config().data.source_val_fraction)
+                                          source_val_fraction=config_defaults.get_config().data.source_val_fraction)
   sources, _ = rio_grande.load_rio_grande(cfg, _DATA_DIR.value)
   logging.info('chips of %d px: %s', _TILE.value, ', '.join(f'{k} {len(v)}' for k, v in sources.items()))
-  encoder = common.REAL_IMAGERY_RECIPE['model']['encoder']
+  encoder = config_defaults.REAL_IMAGERY_RECIPE['model']['encoder']
   params = pretrained.cached_params(encoder)
   logging.info('%s ImageNet weights: %d parameters (%s)', encoder,
                sum(v.size for v in jax.tree.leaves(params)), pretrained.WEIGHTS[encoder].licence)

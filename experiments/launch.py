@@ -79,6 +79,15 @@ class _OwnInfoOnly(std_logging.Filter):
     return '/priojax/' in path or '/experiments/' in path
 
 
+def deterministic_xla_flags(flags_now: str) -> str:
+  """``XLA_FLAGS`` with XLA:GPU's deterministic reductions asked for (exact
+  resumes on GPUs too, docs/reliability.md; ignored on CPU and TPU), unless
+  the user's flags already say either way."""
+  if '--xla_gpu_deterministic_ops' in flags_now:
+    return flags_now
+  return f'{flags_now} --xla_gpu_deterministic_ops=true'.strip()
+
+
 def setup_runtime() -> None:
   """One XLA device per CPU core, quiet logs, and a persistent XLA
   compilation cache so that a resumed or repeated run does not recompile
@@ -88,6 +97,7 @@ def setup_runtime() -> None:
 
   from priojax import faults, mesh  # noqa: PLC0415
 
+  os.environ['XLA_FLAGS'] = deterministic_xla_flags(os.environ.get('XLA_FLAGS', ''))
   mesh.use_cpu_devices(_CPU_DEVICES.value)  # before anything starts JAX's backends
   faults.install()  # PRIOJAX_CRASH_AT, for the kill tests
   if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
@@ -100,9 +110,10 @@ def setup_runtime() -> None:
   warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
 
 
-def main_with_clean_errors(fn: Callable[[], object]) -> None:
+def main_with_clean_errors(fn: Callable[[], object]):
+  """``fn()``'s result; a PriojaxError is one line and exit status 2."""
   try:
-    fn()
+    return fn()
   except PriojaxError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -169,8 +180,9 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   sys.exit(2)
 
 
-def run_main(argv: Sequence[str], config_holder, workdir: str, fn: Callable) -> None:
-  """The body of every launcher's ``main``: ``fn(config, workdir)``."""
+def run_main(argv: Sequence[str], config_holder, workdir: str, fn: Callable):
+  """The body of every launcher's ``main``: ``fn(config, workdir)``, whose
+  result it returns."""
   if len(argv) > 1:
     print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
     sys.exit(2)
@@ -185,4 +197,4 @@ def run_main(argv: Sequence[str], config_holder, workdir: str, fn: Callable) -> 
     distributed.initialize(spec, {'workdir': os.path.abspath(workdir), **distributed.flatten(config.to_dict())})
     return fn(config, workdir)
 
-  main_with_clean_errors(start_and_run)
+  return main_with_clean_errors(start_and_run)

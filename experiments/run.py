@@ -5,7 +5,14 @@ r"""Runs (or resumes) prioritised fine-tuning on the embedded crisis benchmark.
         --config.rounds.k=8
 
 Rerunning with the same ``--workdir`` resumes after the last finished round.
+
+Exit status: 0 when every round is done; 75 (``loop.EXIT_WAITING``, BSD's
+EX_TEMPFAIL) when a round waits for annotators' labels (rerun the same
+command once they are in place); 2 for a bad config or bad input (one
+``error:`` line).
 """
+
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -19,7 +26,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  launch.run_main(argv, _CONFIG, _WORKDIR.value, loop.run)
+  history = launch.run_main(argv, _CONFIG, _WORKDIR.value, loop.run)
+  if loop.waiting_for_labels(history, _CONFIG.value):
+    sys.exit(loop.EXIT_WAITING)
 
 
 if __name__ == '__main__':

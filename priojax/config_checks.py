@@ -85,6 +85,12 @@ def check_config(config) -> None:
   _need(config.priority.aggregation in AGGREGATIONS, 'priority.aggregation', f'one of {AGGREGATIONS}',
         config.priority.aggregation)
   formula = priority.get(config.priority.name)
+  for name, value in config.priority.get('params', {}).items():
+    _need(name not in priority.DEFAULT_HPARAMS, f'priority.params.{name}',
+          f'a name other than the built-in hparams {sorted(priority.DEFAULT_HPARAMS)} (set those in '
+          f'config.priority.{name})', value)
+    _need(isinstance(value, (bool, int, float, str)), f'priority.params.{name}',
+          'a number, a bool or a string', value)
   _need(config.priority.acquisition in priority.ACQUISITIONS, 'priority.acquisition',
         f'one of {priority.ACQUISITIONS}', config.priority.acquisition)
   if config.priority.acquisition == 'power':
@@ -115,15 +121,26 @@ def check_config(config) -> None:
         m.encoder_weights)
   _positive(config, 'model.encoder_lr_scale')
   size = config.data.tile_size
-  if m.encoder == 'none':
-    _need(size % (2**m.depth) == 0, 'data.tile_size', f'a multiple of 2**model.depth = {2**m.depth}', size)
-  else:
-    _need(size % STRIDE == 0, 'data.tile_size', f'a multiple of {STRIDE} for model.encoder={m.encoder!r}', size)
   _need(size % config.priority.region == 0, 'priority.region',
         f'a divisor of data.tile_size = {size} (the side of the regions a tile is cut into)',
         config.priority.region)
+  expected = tile_size_expected(config, size)
+  _need(expected is None, 'data.tile_size', expected, size)
   if config.data.kind == 'crisis_bench':
     check_budget(config, config.data.num_target_pool, 'the benchmark')
+
+
+def tile_size_expected(config, size: int) -> str | None:
+  """What chips of ``size`` px lack for the config's model and formula
+  (None if nothing): a manifest's own ``tile_size`` is checked with it too."""
+  m = config.model
+  if m.encoder == 'none' and size % (2**m.depth):
+    return f'a multiple of 2**model.depth = {2**m.depth}'
+  if m.encoder != 'none' and size % STRIDE:
+    return f'a multiple of {STRIDE} for model.encoder={m.encoder!r}'
+  if size % config.priority.region:
+    return f'a multiple of priority.region = {config.priority.region}'
+  return None
 
 
 # Fields that may change between starts of one run: extending it, moving the

@@ -39,6 +39,8 @@ from priojax.data.loading import data_name, load_data
 from priojax.errors import WorkdirError
 from priojax.geo import export
 from priojax.geo.annotations import AwaitingLabels, HumanOracle
+from priojax.geo.scene_table import check_same_scenes
+from priojax.labelled_set import LabelledSet
 from priojax.mesh import make_mesh
 from priojax.models import heads
 from priojax.models.encoder_unet import EncoderUNet
@@ -52,6 +54,15 @@ from priojax.train import HeadLoss, Trainer
 from priojax.workdir import Workdir
 
 ROUND_STEPS = ('scored', 'selected', 'labelled', 'fine_tuned', 'evaluated')
+# The launcher's exit status while a round waits for annotators (BSD's
+# EX_TEMPFAIL: try again later), so that a script can tell it from done (0).
+EXIT_WAITING = 75
+
+
+def waiting_for_labels(history: list[dict], config) -> bool:
+  """Did ``run`` stop before its last round (it only does so to wait for
+  annotators' labels)?"""
+  return history[-1]['round'] < config.rounds.num_rounds
 
 
 def build_networks(config, channels: int = 3) -> Networks:
@@ -92,8 +103,28 @@ SCORES = round_steps.npz_store(
                'reference': v[1], 'seconds': np.asarray(v[2], np.float64)},
     lambda a: (PoolStats(a['ids'], **{k.removeprefix('stat:'): c for k, c in a.items() if k.startswith('stat:')}),
                a['reference'], tuple(float(s) for s in a['seconds'])))
-LABELS = round_steps.json_store('labelled.json', lambda entries: [e.to_json() for e in entries],
-                                 lambda obj: [ledger.LedgerEntry(**e) for e in obj])
+
+
+def labels_store(oracle) -> round_steps.Store:
+  """A round's ``LabelledSet``: its ledger entries (``labelled.json``) and
+  masks (``labelled_masks.npz``, written first). A round folder from before
+  the masks were kept reads them from the oracle, checked by their hashes."""
+  entries = round_steps.json_store('labelled.json', lambda s: [e.to_json() for e in s.entries],
+                                   lambda obj: [ledger.LedgerEntry(**e) for e in obj])
+  masks = round_steps.npz_store('labelled_masks.npz', lambda s: {'masks': s.masks}, lambda a: a['masks'])
+
+  def save(folder, labelled: LabelledSet):
+    masks.save(folder, labelled)
+    entries.save(folder, labelled)
+
+  def load(folder):
+    round_entries = entries.load(folder)
+    if (folder / masks.file).exists():
+      return LabelledSet.of(round_entries, masks.load(folder))
+    return LabelledSet.reveal({e.id: e for e in round_entries}, oracle, str(folder))
+
+  return round_steps.Store(save, load, entries.file)
+
 RECORD = round_steps.json_store('record.json')
 
 
@@ -112,7 +143,7 @@ class Experiment:
     self.networks = build_networks(config, channels)
     self.mesh = make_mesh()
     p = config.priority
-    self.hparams = {'alpha': p.alpha, 'beta': p.beta, 'aggregation': p.aggregation,
+    self.hparams = {**p.get('params', {}), 'alpha': p.alpha, 'beta': p.beta, 'aggregation': p.aggregation,
                     'acquisition': p.acquisition, 'power_beta': p.power_beta}
     spec = tile_stats.StatsSpec.of(tile_stats.for_formula(self.formula, self.hparams),
                                    mc_passes=p.mc_passes, top_q=p.top_q, region=p.region)
@@ -154,17 +185,17 @@ class Experiment:
 
   # --- the computations of a round ----------------------------------------
 
-  def fit_head(self, state, calibration_ids: list[int], round_index: int, source_tiles: dict | None = None):
-    """Refits the head on source-val tiles and held-out target tiles, both
-    unseen by the U-Net, with features of the *current* U-Net
-    (``source_tiles``: the source-val tiles already evaluated with it)."""
+  def fit_head(self, state, calibration: LabelledSet, round_index: int, source_tiles: dict | None = None):
+    """Refits the head on source-val tiles and the held-out target labels
+    (``calibration``), both unseen by the U-Net, with features of the
+    *current* U-Net (``source_tiles``: the source-val tiles already
+    evaluated with it)."""
     c = self.config.head
     if source_tiles is None:
       source_tiles = self.scorer.evaluate_tiles(state.params, self.data['source_val'])
     sets = [source_tiles]
-    if calibration_ids:
-      pool = self.data['target_pool']
-      sets.append(self.scorer.evaluate_tiles(state.params, pool, pool.positions_of(calibration_ids)))
+    if len(calibration):
+      sets.append(self.scorer.evaluate_arrays(state.params, **self.labelled_arrays(calibration)))
     steps = self.config.pretrain.head_steps if round_index == 0 else c.steps
     purpose = 'pretrain_head' if round_index == 0 else 'head'
     return self.trainer.fit_head(state, sets, steps=steps, batch_size=c.batch_size,
@@ -223,11 +254,11 @@ class Experiment:
         learning_rate=c.learning_rate, replay=1.0, rng=rngs.round_key(self.config.seed, 0, 'pretrain'),
         log_every=max(1, c.steps // 7), what='pretrain')
     source_tiles = self.scorer.evaluate_tiles(state.params, self.data['source_val'])
-    state, head = self.fit_head(state, [], 0, source_tiles)
+    state, head = self.fit_head(state, LabelledSet.empty(), 0, source_tiles)
     return state, {**fit, **head, **self.source_metrics(source_tiles),
                    'finetune_seconds': time.perf_counter() - start}
 
-  def score(self, state, labelled: ledger.Ledger, round_index: int):
+  def score(self, state, labelled: LabelledSet, round_index: int):
     """(pool stats, reference embedding for distance formulas, (seconds
     scoring the pool, seconds embedding the source reference tiles))."""
     cfg = self.config
@@ -242,23 +273,24 @@ class Experiment:
     if self.formula.needs_reference:
       n_ref = min(cfg.priority.source_reference, len(self.data['source_train']))
       ref = self.scorer.score(state.params, self.data['source_train'], np.arange(n_ref))
-      labelled_rows = np.isin(stats.ids, ledger.ids(labelled))
+      labelled_rows = np.isin(stats.ids, labelled.ids)
       reference = np.concatenate([ref.embedding, stats.embedding[labelled_rows]])
       reference_seconds = self.scorer.last_seconds
     return stats, reference, (pool_seconds, reference_seconds)
 
-  def label_stats(self, state, ids: np.ndarray, labelled: ledger.Ledger) -> dict[str, np.ndarray]:
+  def label_stats(self, state, ids: np.ndarray, labelled: LabelledSet) -> dict[str, np.ndarray]:
     """``label_iou`` and ``label_iou_at_pick`` (tile_stats.py) per pool
     tile: the current and the picking model's true IoU on the labelled tiles
     the U-Net trained on, -1 elsewhere."""
     now, at_pick = np.full(len(ids), -1.0, np.float32), np.full(len(ids), -1.0, np.float32)
-    fit = [i for i in ledger.ids(labelled, calibration=False) if labelled[i].iou_at_pick is not None]
-    if fit:
-      data = self.oracle.reveal(fit)
+    fit = labelled.fitting()
+    fit = fit.where(~np.isnan(fit.iou_at_pick))
+    if len(fit):
       order = np.argsort(ids)
-      rows = order[np.searchsorted(ids, fit, sorter=order)]
-      now[rows] = self.scorer.true_iou(state.params, data['image'], data['mask'])
-      at_pick[rows] = [labelled[i].iou_at_pick for i in fit]
+      rows = order[np.searchsorted(ids, fit.ids, sorter=order)]
+      arrays = self.labelled_arrays(fit)
+      now[rows] = self.scorer.true_iou(state.params, arrays['image'], arrays['mask'])
+      at_pick[rows] = fit.iou_at_pick
     return {'label_iou': now, 'label_iou_at_pick': at_pick}
 
   def strata(self, ids: np.ndarray) -> np.ndarray:
@@ -269,40 +301,42 @@ class Experiment:
     values = pool.columns((field,))[field][pool.positions_of(ids)]
     return np.unique(values, return_inverse=True)[1].astype(np.int64)
 
-  def pick_counts(self, ids: np.ndarray) -> dict:
+  def pick_counts(self, picked: LabelledSet) -> dict:
     """What a round labelled: ``picked/<stratum>`` (sub-population, or
     scene for chips) and ``picked_with_buildings`` (picks whose mask has a
-    building pixel; read once the picks are labelled)."""
+    building pixel)."""
     pool = self.data['target_pool']
-    rows = pool.positions_of(ids)
+    rows = pool.positions_of(picked.ids)
     if pool.has_field('subpopulation'):
       names = np.asarray(synthetic.SUBPOPULATIONS)[pool.columns(('subpopulation',))['subpopulation'][rows]]
     else:
       names = np.asarray([export.text(s) for s in pool.columns(('scene',))['scene'][rows]], object)
     counts = {f'picked/{n}': int((names == n).sum()) for n in sorted(set(names.tolist()))}
-    masks = self.oracle.reveal(ids).get('mask', np.zeros((0, 1)))
-    return {**counts, 'picked_with_buildings': int(masks.reshape(len(rows), -1).any(axis=1).sum())}
+    with_buildings = picked.masks.any(axis=(1, 2))
+    return {**counts, 'picked_with_buildings': int(with_buildings.sum())}
 
-  def select(self, stats, reference, labelled: ledger.Ledger, round_index: int, pool: PoolHistory):
+  def select(self, stats, reference, labelled: LabelledSet, round_index: int, pool: PoolHistory):
     cfg = self.config
-    selectable = ~np.isin(stats.ids, ledger.ids(labelled))
+    selectable = ~np.isin(stats.ids, labelled.ids)
     ctx = priority.SelectionContext(
         k=cfg.rounds.k or int(selectable.sum()), rng=rngs.round_key(cfg.seed, round_index, 'select'),
-        selectable=selectable, reference_embedding=reference,
+        selectable=selectable, reference_embedding=reference if self.formula.needs_reference else None,
         hparams=self.hparams, history=pool.aligned(stats.ids))
     return selection.select(self.formula, stats, ctx)
 
-  def label(self, state, picked, round_index: int) -> list[ledger.LedgerEntry]:
-    """Ledger entries for the revealed picks, with the true IoU the picking
-    model (``state``) had on each."""
+  def label(self, state, picked, round_index: int) -> LabelledSet:
+    """The round's labelled set: the revealed picks, with the true IoU the
+    picking model (``state``) had on each."""
+    if not len(picked.ids):
+      return LabelledSet.empty()
     revealed, sources = self.oracle.label_round(round_index, picked.ids)
-    at_pick = (self.scorer.true_iou(state.params, revealed['image'], revealed['mask'])
-               if len(picked.ids) else None)
-    return ledger.round_entries(picked.ids, revealed.get('mask', []), sources, round_index,
-                                seed=self.config.seed, holdout_fraction=self.config.head.holdout_fraction,
-                                iou_at_pick=at_pick)
+    masks = revealed['mask']
+    at_pick = self.scorer.true_iou(state.params, revealed['image'], masks)
+    entries = ledger.round_entries(picked.ids, masks, sources, round_index, seed=self.config.seed,
+                                   holdout_fraction=self.config.head.holdout_fraction, iou_at_pick=at_pick)
+    return LabelledSet.of(entries, masks)
 
-  def fine_tune(self, state, labelled: ledger.Ledger, round_index: int):
+  def fine_tune(self, state, labelled: LabelledSet, round_index: int):
     """U-Net on the labelled tiles, then both heads; returns (state, info)."""
     cfg, r = self.config, round_index
     t_ft = time.perf_counter()
@@ -310,14 +344,14 @@ class Experiment:
       if self._pretrained_unet is None:
         self._pretrained_unet = self.ckpts.restore(0, self.template())[0].params['unet']
       state = self.trainer.reset_unet(state, self._pretrained_unet)
-    f = cfg.finetune
+    f, train_on = cfg.finetune, labelled.fitting()
     state, fit = self.trainer.fine_tune(
-        state, self.labelled_arrays(labelled), self.source_train, steps=f.steps,
+        state, self.labelled_arrays(train_on) if len(train_on) else None, self.source_train, steps=f.steps,
         batch_size=f.batch_size, learning_rate=f.learning_rate, replay=f.source_replay,
         rng=rngs.round_key(cfg.seed, r, 'finetune'))
     hooks.point('unet_trained')
     t_head = time.perf_counter()
-    state, head = self.fit_head(state, ledger.ids(labelled, calibration=True), r)
+    state, head = self.fit_head(state, labelled.held_out(), r)
     return state, {**fit, **head, 'finetune_seconds': t_head - t_ft,
                    'head_seconds': time.perf_counter() - t_head}
 
@@ -329,7 +363,11 @@ class Experiment:
     records = pool.columns(('scene', 'window'))
     rows = pool.positions_of(stats.ids)
     records = {'id': stats.ids, **{k: v[rows] for k, v in records.items()}}
-    heat = picked.scores if picked.scores is not None else 1.0 - stats.pred_iou
+    if picked.scores is not None:
+      heat, label = picked.scores, f'priority of {self.formula.name}'
+    else:  # a picker has no priority per chip, only for its picks
+      heat, label = 1.0 - stats.pred_iou, f'1 - predicted IoU ({self.formula.name} has no priority per chip)'
+
     chips = pool.read_ids(picked.ids)
     masks = self.scorer.predict_masks(state.params, chips['image'])  # every process computes
     if not distributed.is_main():
@@ -337,20 +375,17 @@ class Experiment:
     export.export_round(self.workdir.export(round_index), scenes=self.geo['scenes'], selected=chips,
                         pred_masks=masks, priorities=picked.priorities, pred_iou=picked.pred_iou,
                         pool_records=records, pool_priority=np.asarray(heat),
-                        overlap=int(self.geo.get('overlap', 0)))
+                        overlap=int(self.geo.get('overlap', 0)), heat_label=label)
 
-  def labelled_arrays(self, labelled: ledger.Ledger) -> dict | None:
-    """The images and masks the U-Net trains on (calibration labels never)."""
-    fit = ledger.ids(labelled, calibration=False)
-    if not fit:
-      return None
-    data = self.oracle.reveal(fit)
-    ledger.verify_labels(self.oracle.pool.name, [labelled[i] for i in fit], data)
-    return {'image': data['image'], 'mask': data['mask']}
+  def labelled_arrays(self, labelled: LabelledSet) -> dict[str, np.ndarray]:
+    """``image`` (read from the pool) and ``mask`` (the labels) of a set."""
+    pool = self.data['target_pool']
+    images = pool.read(pool.positions_of(labelled.ids), fields=('image',))['image']
+    return {'image': images, 'mask': labelled.masks}
 
-  def round_steps(self, r: int, state, labelled: ledger.Ledger, pool: PoolHistory) -> list[round_steps.Step]:
-    """Round ``r``'s steps, starting from the committed ``state``, ledger
-    and pool history."""
+  def round_steps(self, r: int, state, labelled: LabelledSet, pool: PoolHistory) -> list[round_steps.Step]:
+    """Round ``r``'s steps, starting from the committed ``state``, labelled
+    set and pool history."""
     start = time.perf_counter()
 
     def selected(out):
@@ -360,8 +395,8 @@ class Experiment:
         self.export(state, stats, picked, r)
       return picked
 
-    def after(out):  # the ledger with this round's labels
-      return ledger.with_entries(labelled, out['labelled'], str(self.workdir.round_folder(r)))
+    def after(out):  # the labelled set with this round's labels
+      return labelled.union(out['labelled'], str(self.workdir.round_folder(r)))
 
     def fine_tuned(out):
       return self.fine_tune(state, after(out), r)
@@ -369,12 +404,12 @@ class Experiment:
     def evaluated(out):
       t_eval = time.perf_counter()
       after_round = after(out)
-      n_cal = len(ledger.ids(after_round, calibration=True))
+      n_cal = len(after_round.held_out())
       trained, info = out['fine_tuned']
       return check_record({
           'round': r, 'labels': len(after_round), 'labels_fit': len(after_round) - n_cal,
           'labels_calibration': n_cal,
-          **self.evaluate(trained), **info, **self.pick_counts(out['selected'].ids),
+          **self.evaluate(trained), **info, **self.pick_counts(out['labelled']),
           'pool_tiles': len(out['scored'][0]), 'score_seconds': out['scored'][2][0],
           'reference_seconds': out['scored'][2][1], 'select_seconds': out['selected'].seconds,
           'eval_seconds': time.perf_counter() - t_eval, 'round_seconds': time.perf_counter() - start})
@@ -383,20 +418,21 @@ class Experiment:
     return [
         Step('scored', lambda out: self.score(state, labelled, r), SCORES),
         Step('selected', selected, selected_store(self.workdir, r, self.formula.name)),
-        Step('labelled', lambda out: self.label(state, out['selected'], r), LABELS),
+        Step('labelled', lambda out: self.label(state, out['selected'], r), labels_store(self.oracle)),
         Step('fine_tuned', fine_tuned, round_steps.checkpoint_store('fine_tuned', r, self.template)),
         Step('evaluated', evaluated, RECORD),
     ]
 
-  def commit(self, r: int, state, labelled: ledger.Ledger, history: list[dict], pool: PoolHistory) -> None:
+  def commit(self, r: int, state, labelled: LabelledSet, history: list[dict], pool: PoolHistory) -> None:
     """Round ``r`` is done once this returns (its orbax checkpoint holds the
     state, the whole ledger, the metrics history and the pool history)."""
-    meta = {'round': r, 'seed': self.config.seed, 'ledger': ledger.to_json(labelled), 'history': history}
+    meta = {'round': r, 'seed': self.config.seed, 'ledger': ledger.to_json(labelled.ledger()),
+            'history': history}
     self.ckpts.save(r, state, meta, pool.to_arrays())
 
 
 def _restore_or_pretrain(exp: Experiment):
-  """(last finished round, state, ledger, history, pool history),
+  """(last finished round, state, labelled set, history, pool history),
   pretraining if needed."""
   latest = exp.ckpts.latest_step()
   if latest is not None:
@@ -404,15 +440,17 @@ def _restore_or_pretrain(exp: Experiment):
     logging.info('resuming after round %d from %s', latest, exp.workdir.checkpoints)
     exp.writer.sync(meta['history'])
     pool = PoolHistory.from_arrays(exp.ckpts.read_pool(latest))
-    return latest, state, ledger.from_json(meta['ledger']), meta['history'], pool
+    labelled = LabelledSet.reveal(ledger.from_json(meta['ledger']), exp.oracle,
+                                  f'{exp.workdir.checkpoints} (round {latest})')
+    return latest, state, labelled, meta['history'], pool
   logging.info('pretraining on the source region')
   state, info = exp.pretrain()
   record = check_record({'round': 0, 'labels': 0, 'labels_fit': 0, 'labels_calibration': 0,
                          **exp.evaluate(state), **info})
-  exp.commit(0, state, {}, [record], PoolHistory.empty())
+  exp.commit(0, state, LabelledSet.empty(), [record], PoolHistory.empty())
   exp.writer.sync([record])
   _log_record(record)
-  return 0, state, {}, [record], PoolHistory.empty()
+  return 0, state, LabelledSet.empty(), [record], PoolHistory.empty()
 
 
 def _log_record(r: dict) -> None:
@@ -440,6 +478,8 @@ def _run_rounds(exp: Experiment, on_round: Callable[[dict], None] | None) -> lis
   config, wd = exp.config, exp.workdir
   old_config, new_config = wd.read_config(), json.loads(config.to_json())
   changed = check_same_config(old_config, new_config, wd.path)
+  if exp.geo is not None and config.data.kind == 'geotiff':
+    check_same_scenes(wd.path, exp.geo['scenes'], config.data.manifest)
   distributed.barrier('config read')  # by every process, before the main one replaces it
   if old_config != new_config and distributed.is_main():
     wd.write_config(new_config)
@@ -465,10 +505,10 @@ def _run_rounds(exp: Experiment, on_round: Callable[[dict], None] | None) -> lis
   return history
 
 
-def _run_round(exp: Experiment, r: int, state, labelled: ledger.Ledger, history: list[dict],
+def _run_round(exp: Experiment, r: int, state, labelled: LabelledSet, history: list[dict],
                pool: PoolHistory, config_changed: list[str]):
   """Round ``r`` through its persisted steps, then its commit; returns the
-  new (state, ledger, history, pool history)."""
+  new (state, labelled set, history, pool history)."""
   progress = round_steps.RoundProgress(exp.workdir, r, ROUND_STEPS)
   distributed.barrier(f'round {r} progress read')
   if config_changed and progress.has('fine_tuned'):
@@ -477,7 +517,7 @@ def _run_round(exp: Experiment, r: int, state, labelled: ledger.Ledger, history:
   if progress.done:
     logging.info('round %d: resuming after step %r', r, progress.done[-1])
   out = round_steps.run_steps(progress, exp.round_steps(r, state, labelled, pool))
-  labelled = ledger.with_entries(labelled, out['labelled'], str(progress.folder))
+  labelled = labelled.union(out['labelled'], str(progress.folder))
   state, record = out['fine_tuned'][0], out['evaluated']
   history = history + [record]
   scored = out['scored'][0]

@@ -34,14 +34,22 @@ class MissingStatError(SelectionError):
   """A formula read a statistic that this run's scoring did not compute."""
 
 
+def _read_only(values) -> np.ndarray:
+  view = np.asarray(values).view()
+  view.flags.writeable = False
+  return view
+
+
 class PoolStats:
   """One row per tile: ``ids`` and one host array per computed statistic,
   read as ``stats.pred_iou`` or ``stats['entropy/topq']``. Reading one that
-  was not computed raises ``MissingStatError``, never a silent zero."""
+  was not computed raises ``MissingStatError``, never a silent zero. The
+  arrays are read-only views: a formula cannot change what the round
+  stores."""
 
   def __init__(self, ids: np.ndarray, **columns: np.ndarray):
-    self.ids = np.asarray(ids)
-    self.columns = dict(columns)
+    self.ids = _read_only(ids)
+    self.columns = {k: _read_only(v) for k, v in columns.items()}
 
   def __len__(self) -> int:
     return len(self.ids)
@@ -215,6 +223,12 @@ class Scorer:
     """The true (smoothed) IoU of a few in-memory labelled tiles."""
     out = self._in_memory(self._eval, params, {'image': images, 'mask': masks})
     return np.concatenate([o['true_iou'] for o in out]) if out else np.zeros(0, np.float32)
+
+  def evaluate_arrays(self, params: dict, image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """What ``evaluate_tiles`` gives, for a few in-memory labelled tiles
+    (labels that live outside the pool split, e.g. the annotators')."""
+    out = self._in_memory(self._eval, params, {'image': image, 'mask': mask})
+    return {k: np.concatenate([o[k] for o in out]) for k in out[0]}
 
   def evaluate_tiles(self, params: dict, source: TileSource,
                      positions: np.ndarray | None = None) -> dict[str, np.ndarray]:

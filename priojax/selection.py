@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from priojax.errors import SelectionError
-from priojax.priority.registry import Formula, SelectionContext
+from priojax.priority.registry import REFERENCE, Formula, SelectionContext, UndeclaredInput
 from priojax.scoring import MissingStatError, PoolStats
 
 
@@ -60,6 +60,11 @@ def select(formula: Formula, stats: PoolStats, ctx: SelectionContext) -> Selecti
   if k == 0:
     empty = np.zeros(0)
     return Selection(np.zeros(0, np.int64), empty, empty)
+  if not formula.needs_reference:
+    ctx = dataclasses.replace(ctx, reference_embedding=UndeclaredInput(REFERENCE, formula.name))
+  history = np.asarray(ctx.history).view()
+  history.flags.writeable = False
+  ctx = dataclasses.replace(ctx, history=history)
   start = time.perf_counter()
   try:
     check_stats(stats, formula.stat_names(ctx.hparams), selectable)

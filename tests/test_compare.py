@@ -14,6 +14,7 @@ from priojax import compare, comparison_report, comparison_stats, compile_cache,
 from priojax.errors import ConfigError, SelectionError
 
 
+@pytest.mark.slow
 def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
   from configs import compare as compare_config
 
@@ -142,6 +143,7 @@ def test_progress_estimates_the_time_left():
   assert p.rounds_left == 26
 
 
+@pytest.mark.slow
 def test_a_formula_defined_outside_the_package_runs_through_the_launcher(tmp_path, data_dir):
   (tmp_path / 'my_formulas.py').write_text(textwrap.dedent('''
       from priojax import priority
@@ -173,6 +175,7 @@ def test_a_formula_defined_outside_the_package_runs_through_the_launcher(tmp_pat
   assert not (tmp_path / 'plain' / 'checkpoints').exists()
 
 
+@pytest.mark.slow
 def test_a_shared_source_model_and_data_for_every_seed(tmp_path, data_dir):
   """shared_source: one pretraining (the first seed's), one dataset; the
   seeds then differ in their selections only."""
@@ -198,6 +201,7 @@ def test_a_shared_source_model_and_data_for_every_seed(tmp_path, data_dir):
   assert len(summary['rows'][0]['aulc']) == 2
 
 
+@pytest.mark.slow
 def test_the_launcher_takes_strategies_and_seeds_and_writes_the_readme_block(tmp_path, data_dir):
   readme = tmp_path / 'README.md'
   readme.write_text('# x\n\n<!-- comparison:mine -->\nold\n<!-- /comparison:mine -->\nafter\n')
@@ -222,3 +226,16 @@ def test_the_launcher_takes_strategies_and_seeds_and_writes_the_readme_block(tmp
   result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 2 and not (tmp_path / 'none').exists()
   assert result.stderr.strip().splitlines()[-1].startswith(f'error: {readme}: --readme_section=other: expected one')
+
+
+def test_the_geotiff_argument_compares_on_the_users_scenes_with_the_real_recipe():
+  from configs import compare as compare_config
+  from priojax import config_defaults
+
+  config = compare_config.get_config('geotiff')
+  assert config.base.data.kind == 'geotiff' and config.base.data.manifest == ''
+  for field, value in config_defaults.REAL_IMAGERY_RECIPE['model'].items():
+    assert config.base.model[field] == value
+  assert config.strategies == compare_config.REAL and config.shared_source
+  with pytest.raises(ValueError, match='exclude each other'):
+    compare_config.get_config('geotiff,real')

@@ -15,8 +15,12 @@ from priojax import atomic_io, compile_cache, loop, round_steps, train
 from priojax.atomic_io import atomic_write_bytes
 from priojax.checkpoints import RoundCheckpoints
 from priojax.errors import TrainingError, WorkdirError
+from priojax.labelled_set import LabelledSet
 from priojax.pool_history import PoolHistory
 from priojax.workdir import Workdir
+
+# Launcher runs killed and resumed in subprocesses.
+pytestmark = pytest.mark.slow
 
 
 def _latest(workdir):
@@ -129,7 +133,7 @@ def test_a_changed_config_redoes_training_but_keeps_the_labels(tmp_path, pretrai
   # Simulate a round stopped after fine-tuning with the old learning rate.
   exp = loop.Experiment(config, Workdir(workdir))
   st, meta = exp.ckpts.restore(0, exp.template())
-  steps, out = exp.round_steps(1, st, {}, PoolHistory.empty()), {}
+  steps, out = exp.round_steps(1, st, LabelledSet.empty(), PoolHistory.empty()), {}
   for step in steps[:3]:  # scored, selected, labelled: as the loop does them
     out[step.name] = step.compute(out)
     progress.save(step, out[step.name])
@@ -159,7 +163,7 @@ def test_broken_progress_file_is_one_line(tmp_path, content, pattern):
 @pytest.mark.parametrize('step, name, store', [
     ('scored', 'scores.npz', lambda wd: loop.SCORES),
     ('selected', 'selection.npz', lambda wd: loop.selected_store(wd, 2, 'iou')),
-    ('labelled', 'labelled.json', lambda wd: loop.LABELS),
+    ('labelled', 'labelled.json', lambda wd: loop.labels_store(oracle=None)),
     ('evaluated', 'record.json', lambda wd: loop.RECORD),
 ])
 def test_unreadable_step_output_is_one_line(tmp_path, step, name, store):

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from configs import common, iou_priority
+from configs import iou_priority
+from priojax import config_defaults
 from priojax import config_checks
 from priojax.errors import ConfigError
 from priojax.models import mobilenet_v2
@@ -52,6 +53,7 @@ def small_encoder_unet():
   return model, params
 
 
+@pytest.mark.slow
 def test_one_band_is_grey_replicated_to_rgb(small_encoder_unet):
   model, params = small_encoder_unet
   grey = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1)) - 0.5
@@ -59,6 +61,7 @@ def test_one_band_is_grey_replicated_to_rgb(small_encoder_unet):
   chex.assert_trees_all_close(apply(grey), apply(jnp.repeat(grey, 3, axis=-1)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_four_bands_extend_the_first_convolution_by_the_mean_rgb_filter(small_encoder_unet):
   model, params = small_encoder_unet
   stem = params['params']['encoder']['block_0']['conv']['kernel']
@@ -96,7 +99,7 @@ def test_the_encoder_learns_at_a_fraction_of_the_decoders_rate():
 
 def test_geotiff_runs_get_the_real_imagery_recipe():
   geotiff, real = iou_priority.get_config('geotiff'), iou_priority.get_config('real')
-  for section, values in common.REAL_IMAGERY_RECIPE.items():
+  for section, values in config_defaults.REAL_IMAGERY_RECIPE.items():
     for key, value in values.items():
       assert geotiff[section][key] == real[section][key] == value, (section, key)
   assert geotiff.model.encoder == 'mobilenet_v2' and geotiff.model.encoder_weights == 'imagenet'

@@ -24,6 +24,7 @@ def _read(workdir):
   return lines, selected
 
 
+@pytest.mark.slow
 def test_smoke_one_round_in_process(tmp_path, smoke_config):
   history = loop.run(smoke_config, str(tmp_path / 'run'))
   workdir = tmp_path / 'run'
@@ -47,6 +48,7 @@ def test_smoke_one_round_in_process(tmp_path, smoke_config):
   assert again == history
 
 
+@pytest.mark.slow
 def test_launcher_runs_and_overrides(uninterrupted_run):
   workdir, result = uninterrupted_run
   lines, selected = _read(workdir)
@@ -85,6 +87,7 @@ def _committed(workdir, pool=False):
   return (latest, meta['ledger'], meta['history']) + ((arrays,) if pool else ())
 
 
+@pytest.mark.slow
 def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, uninterrupted_run):
   assert {p.split(':')[0] for p in KILL_CHAIN} == set(hooks.POINTS)
   reference, _ = uninterrupted_run
@@ -122,6 +125,7 @@ def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, unin
   assert not (workdir / 'rounds' / 'round_2').exists()  # cleared after its commit
 
 
+@pytest.mark.slow
 def test_shared_pretrained_model_and_reset_fine_tuning(tmp_path, smoke_config):
   base = loop.run(smoke_config, str(tmp_path / 'base'))
   config = smoke_config.copy_and_resolve_references()
@@ -136,6 +140,7 @@ def test_shared_pretrained_model_and_reset_fine_tuning(tmp_path, smoke_config):
   assert [r['labels'] for r in history] == [0, 6, 12]
 
 
+@pytest.mark.slow
 def test_from_workdir_without_checkpoint_is_a_clear_error(tmp_path, smoke_config):
   from priojax.errors import WorkdirError
 
@@ -146,6 +151,7 @@ def test_from_workdir_without_checkpoint_is_a_clear_error(tmp_path, smoke_config
     loop.run(config, str(tmp_path / 'w'))
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, smoke_config):
   from priojax.errors import WorkdirError
 
@@ -164,6 +170,7 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, smoke_
   assert json.loads((tmp_path / 'w' / 'config.json').read_text())['finetune']['learning_rate'] == 0.5
 
 
+@pytest.mark.slow
 def test_a_run_started_with_conv_transpose_upsampling_resumes_with_depth_to_space(tmp_path, smoke_config):
   """Both upsampling forms share one parameter tree and map: a workdir from
   before the depth-to-space default (or with 'conv_transpose' set) resumes."""
@@ -184,3 +191,14 @@ def test_a_run_started_with_conv_transpose_upsampling_resumes_with_depth_to_spac
   np.testing.assert_allclose(a.pred_iou, b.pred_iou, atol=1e-5)
   exp_old.ckpts.close()
   exp_new.ckpts.close()
+
+
+@pytest.mark.parametrize('given, want', [
+    ('', '--xla_gpu_deterministic_ops=true'),
+    ('--xla_cpu_foo=1', '--xla_cpu_foo=1 --xla_gpu_deterministic_ops=true'),
+    ('--xla_gpu_deterministic_ops=false', '--xla_gpu_deterministic_ops=false'),  # the user's choice wins
+])
+def test_the_launchers_ask_xla_gpu_for_deterministic_reductions(given, want):
+  from experiments import launch
+
+  assert launch.deterministic_xla_flags(given) == want

@@ -7,6 +7,9 @@ import pytest
 
 from conftest import ROOT, subprocess_env
 
+# Every case starts the launcher in a subprocess.
+pytestmark = pytest.mark.slow
+
 
 def _run(*flags, workdir='WORKDIR', tmp_path=None):
   cmd = [sys.executable, '-m', 'experiments.run', '--config=configs/iou_priority.py:smoke', *flags]

@@ -203,6 +203,7 @@ def test_malformed_geojson(tmp_path):
     geo.load_footprints(path, UTM)
 
 
+@pytest.mark.slow
 def test_large_scene_is_read_window_by_window(tmp_path):
   side = 4000
   transform = Affine(1.0, 0, 500000.0, 0, -1.0, 4500000.0)

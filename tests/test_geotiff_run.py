@@ -63,6 +63,7 @@ def test_missing_manifest(tmp_path):
     load_manifest(tmp_path / 'none.yaml')
 
 
+@pytest.mark.slow
 def test_loop_on_geotiff_scenes_exports_the_selection(project, tmp_path, data_dir):
   from configs import iou_priority
 
@@ -104,6 +105,7 @@ def _snapshot(root):
   return {p: p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_bad_scene_leaves_an_existing_workdir_unchanged(tmp_path, data_dir):
   from configs import iou_priority
 

@@ -1,15 +1,21 @@
 """Human-in-the-loop rounds: export, stop, annotators' GeoJSON in, continue."""
 
 import json
+import subprocess
+import sys
 
+import jax
 import numpy as np
 import pytest
 import rasterio.warp
 from affine import Affine
 from rasterio.crs import CRS
 
-from geo_fixtures import MERCATOR, burn, rects_to_polygons, write_project
+from conftest import subprocess_env
+from geo_fixtures import MERCATOR, burn, rects_to_polygons, write_geojson, write_project
 from priojax import loop
+from priojax.train import Trainer
+from priojax.workdir import Workdir
 from priojax.data import loading
 from priojax.geo import export
 from priojax.geo import raster as geo
@@ -42,14 +48,41 @@ def _config(project, data_dir, rounds):
   return config
 
 
+# A user's own config file, outside the checkout: it reaches the shared
+# defaults through the package.
+OWN_CONFIG = """
+from priojax import config_defaults
+
+
+def get_config(arg=None):
+  config = config_defaults.get_config('smoke,geotiff')
+  config.priority.name = 'iou'
+  config.rounds.update(k=3, num_rounds=2)
+  return config
+"""
+
+
+@pytest.mark.slow
 def test_human_rounds_stop_import_and_continue(tmp_path, data_dir):
   truth = {}
   project = write_project(tmp_path / 'project', pool_labels=False, truth=truth)
   workdir = tmp_path / 'w'
   config = _config(project, data_dir, rounds=2)
 
-  # 1. The round stops after the export and asks for annotations.
-  history = loop.run(config, str(workdir))
+  # 1. The round stops after the export and asks for annotations; the
+  #    launcher, started elsewhere with a config file of the user's own,
+  #    says so by its exit status.
+  elsewhere = tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  (elsewhere / 'my_config.py').write_text(OWN_CONFIG)
+  env = {k: v for k, v in subprocess_env().items() if k != 'PYTHONPATH'}  # the installed package only
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.run', '--config=my_config.py', f'--workdir={workdir}',
+       f'--config.data.manifest={project}', f'--config.data.data_dir={data_dir}'],
+      cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == loop.EXIT_WAITING, result.stderr[-3000:]
+  assert 'waiting for labels: round 1: 3 chips selected, 3 still to label' in result.stderr
+  history = loop.run(config, str(workdir))  # the same config, in-process
   assert [r['round'] for r in history] == [0]
   selected = json.loads((workdir / 'selected_round_1.json').read_text())['ids']
   assert (workdir / 'export' / 'round_1' / 'selected.geojson').exists()
@@ -73,11 +106,11 @@ def test_human_rounds_stop_import_and_continue(tmp_path, data_dir):
   feats = [{'type': 'Feature', 'properties': {},
             'geometry': rasterio.warp.transform_geom(crs, CRS.from_epsg(4326), p)}
            for p in polygons + [far, bowtie]]
-  (workdir / 'annotations' / 'round_1' / 'team_a.geojson').write_text(
+  (workdir / 'annotations' / 'round_1' / 'all_team_a.geojson').write_text(
       json.dumps({'type': 'FeatureCollection', 'features': feats}))
   history = loop.run(config, str(workdir))
   assert [r['labels'] for r in history] == [0, 3]
-  report = json.loads((workdir / 'export' / 'round_1' / 'import_report.json').read_text())['team_a.geojson']
+  report = json.loads((workdir / 'export' / 'round_1' / 'import_report.json').read_text())['all_team_a.geojson']
   assert report['polygons outside every chip'] == 1
   assert report['repaired (self-intersecting)'] == 1
   assert report['polygons on chips that were not selected'] > 0
@@ -93,7 +126,7 @@ def test_human_rounds_stop_import_and_continue(tmp_path, data_dir):
     want = scene_truth[row:row + h, col:col + w]
     assert (mask != want).sum() <= 0.1 * max(want.sum(), 10)
   ledger_sources = {e for e in _ledger_sources(workdir)}
-  assert ledger_sources == {'import:team_a.geojson'}
+  assert ledger_sources == {'import:all_team_a.geojson'}
 
   # 3. Round 2 waits; per-chip files (here: the model's own predictions,
   #    unedited) label it.
@@ -113,8 +146,53 @@ def test_human_rounds_stop_import_and_continue(tmp_path, data_dir):
   stray.unlink()
   history = loop.run(config, str(workdir))
   assert [r['labels'] for r in history] == [0, 3, 6]
-  assert set(_ledger_sources(workdir)) == {'import:team_a.geojson'} | {
+  assert set(_ledger_sources(workdir)) == {'import:all_team_a.geojson'} | {
       f'import:{i}.geojson' for i in selected2}
+
+
+@pytest.mark.slow
+def test_human_mode_fits_the_head_on_the_annotators_masks(tmp_path, data_dir, monkeypatch):
+  """The pool split stores zeros for the masks annotators have not drawn
+  yet: the IoU head's held-out target labels must be read from the
+  annotators' import, never from there."""
+  truth = {}
+  project = write_project(tmp_path / 'project', pool_labels=False, truth=truth)
+  workdir = tmp_path / 'w'
+  config = _config(project, data_dir, rounds=1)
+  config.rounds.k = 9  # the whole pool scene: held-out chips with buildings among them
+  config.head.holdout_fraction = 0.5
+  loop.run(config, str(workdir))  # waits for labels
+  rects, transform, crs = truth['pool']
+  write_geojson(workdir / 'annotations' / 'round_1' / 'all_team.geojson', rects_to_polygons(rects, transform), crs)
+  fitted = []
+  fit_head = Trainer.fit_head
+
+  def spy(self, state, sets, **kw):
+    fitted.append((jax.device_get(state.params), [dict(t) for t in sets]))  # the state is donated later
+    return fit_head(self, state, sets, **kw)
+
+  monkeypatch.setattr(Trainer, 'fit_head', spy)
+  assert [r['round'] for r in loop.run(config, str(workdir))] == [0, 1]
+
+  params, sets = fitted[-1]
+  assert len(sets) == 2  # source-val tiles, then the held-out target labels
+  ckpts = RoundCheckpoints(workdir / 'checkpoints', read_only=True)
+  held_out = sorted(e['id'] for e in ckpts.read_meta(1)['ledger'] if e['calibration'])
+  ckpts.close()
+  assert held_out, 'the test needs held-out labels'
+  with np.load(workdir / 'labels' / 'round_1.npz') as f:
+    drawn = dict(zip(f['ids'].tolist(), f['masks']))
+  masks = np.stack([drawn[i] for i in held_out])
+  assert masks.any(), 'the test needs held-out labels with buildings'
+  exp = loop.Experiment(config, Workdir(str(workdir)))
+  pool = exp.data['target_pool']
+  stored = pool.read_ids(held_out)
+  assert not stored['mask'].any()  # what the head must not read
+  want = exp.scorer.evaluate_arrays(params, stored['image'], masks)
+  wrong = exp.scorer.evaluate_arrays(params, stored['image'], stored['mask'])
+  assert not np.allclose(want['true_iou'], wrong['true_iou'])
+  for field in ('true_iou', 'true_loss', 'head_inputs'):
+    np.testing.assert_allclose(sets[1][field], want[field], rtol=1e-5, atol=1e-6)
 
 
 def _snapshot(root):

@@ -20,6 +20,9 @@ from priojax.data import loading
 from priojax.geo.manifest import REGIONS, load_manifest
 from priojax.errors import DataError
 
+# Fuzzing (hypothesis) with a human-mode run per module.
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(max_examples=8, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -288,3 +291,25 @@ def test_combined_file_in_a_wrong_crs(waiting):
                      'crs': {'type': 'name', 'properties': {'name': 'EPSG:32633'}}})
   _expect_import_error(waiting, {'team.geojson': text}, WRONG_PLACE)
 
+
+
+def test_a_partial_combined_file_labels_only_the_chips_it_reaches(waiting, tmp_path):
+  """A file that is not all_*.geojson holds some annotator's polygons: the
+  selected chips none of them reaches keep the round waiting, never taken
+  for 'no building'."""
+  config, workdir, selected, transforms = waiting
+  copy = tmp_path / 'w'
+  shutil.copytree(workdir, copy)
+  folder = copy / 'annotations' / 'round_1'
+  first = json.loads(_building(transforms[selected[0]], 4, 8, MERCATOR.to_string()))
+  (folder / 'team_b.geojson').write_text(json.dumps(first))
+  before = _snapshot(copy, skip=('annotations',))
+  assert [r['round'] for r in loop.run(config, str(copy))] == [0]  # still waiting
+  assert _snapshot(copy, skip=('annotations',)) == before  # nothing imported, nothing zeroed
+  # The two chips it left out, each by its own file (the second: no building).
+  (folder / f'{selected[1]}.geojson').write_text(_building(transforms[selected[1]], 2, 4, MERCATOR.to_string()))
+  (folder / f'{selected[2]}.geojson').write_text('{"type": "FeatureCollection", "features": []}')
+  assert loop.run(config, str(copy))[-1]['labels'] == 3
+  with np.load(copy / 'labels' / 'round_1.npz') as f:
+    assert f['ids'].tolist() == selected
+    assert f['masks'].sum(axis=(1, 2)).tolist() == [64, 16, 0]

@@ -49,6 +49,7 @@ def test_calibration_hold_out_is_per_tile_and_keyed_by_the_seed():
   assert len(set(rngs.tile_uniforms(0, 'calibration', big).tolist())) == 3
 
 
+@pytest.mark.slow
 def test_calibration_labels_never_reach_unet_training(tmp_path, smoke_config, monkeypatch):
   config = smoke_config.copy_and_resolve_references()
   config.rounds.update(num_rounds=2, k=8)
@@ -80,6 +81,7 @@ def test_calibration_labels_never_reach_unet_training(tmp_path, smoke_config, mo
     assert not any(np.array_equal(images[i], x) for x in last), i
 
 
+@pytest.mark.slow
 def test_finetune_init_pretrained_restarts_from_the_source_model(tmp_path, smoke_config, monkeypatch):
   config = smoke_config.copy_and_resolve_references()
   config.rounds.num_rounds = 2

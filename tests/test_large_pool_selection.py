@@ -2,6 +2,7 @@
 tiles), the sampled paths (more than typicality.SAMPLE tiles), the device
 pre-filter of top-k, and tile ids above 2^31, each against NumPy."""
 
+import pytest
 import chex
 import jax
 import numpy as np
@@ -70,6 +71,7 @@ def test_pool_sample_is_keyed_by_id_and_extends_to_enough_selectable_tiles():
   np.testing.assert_array_equal(typicality.pool_sample(ids[:100]), np.arange(100))
 
 
+@pytest.mark.slow
 def test_sampled_sigma_neighbourhood_mean_and_cluster_typicality_match_numpy():
   rng = np.random.default_rng(4)
   n = typicality.SAMPLE + 900

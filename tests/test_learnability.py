@@ -116,6 +116,7 @@ def test_pool_history_appends_in_id_order_and_aligns_to_any_order():
     h.aligned([1, 7])
 
 
+@pytest.mark.slow
 def test_power_acquisition_draws_in_proportion_to_score_to_the_beta():
   """Kirsch et al. 2023: p(i) ∝ s_i^β. The first pick's frequency over many
   keys against those probabilities (chi-square, 3 d.o.f.)."""

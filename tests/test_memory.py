@@ -4,7 +4,12 @@ pool beyond the per-tile statistics themselves."""
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, subprocess_env
+
+# Scores pools of up to 200k tiles to measure peak memory.
+pytestmark = pytest.mark.slow
 
 # A fresh process per pool (a peak is a process's maximum so far): a tiny
 # network on 24 px tiles made on read, scoring what iou_gain reads, so that

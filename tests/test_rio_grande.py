@@ -19,6 +19,9 @@ from priojax.data import loading, rio_grande
 from priojax.errors import DataError
 from priojax.geo.export import text
 
+# The real benchmark: a pip download and a run on real imagery.
+pytestmark = pytest.mark.slow
+
 SIRGAS_22S = CRS.from_epsg(31982)
 
 

@@ -92,6 +92,7 @@ def test_empty_pool_gives_empty_stats(setup):
   assert len(stats) == 0 and stats.embedding.shape == (0, 8)
 
 
+@pytest.mark.slow
 def test_mc_dropout_passes_are_one_traced_call_per_pool():
   net = Networks(UNet(depth=2, width=4, dropout=0.3), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 16)
@@ -123,6 +124,7 @@ def test_without_mc_passes_there_are_no_mc_statistics(setup):
   chex.assert_shape(stats.badge, (3, 5))  # finest decoder width 4 + bias
 
 
+@pytest.mark.slow
 def test_iou_scoring_computes_the_head_only_and_no_mc_branch():
   from priojax import priority
 
@@ -200,6 +202,7 @@ def _blind_unet(params: dict) -> dict:
   return out
 
 
+@pytest.mark.slow
 def test_head_of_a_model_that_predicts_nothing_still_ranks_tiles_with_buildings_first():
   """Every predicted mask is empty, so the mask statistics are the same on
   every tile: the head must read the image to predict IoU 1 for empty ground

@@ -2,11 +2,15 @@
 numbers as one device. Runs in a subprocess: the device count is fixed when
 jax is first imported."""
 
+import pytest
 import subprocess
 import sys
 import textwrap
 
 from conftest import ROOT, subprocess_env
+
+# A subprocess with eight fake XLA devices.
+pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent('''
     import jax, numpy as np

@@ -59,6 +59,7 @@ def _near_tie(scores, picked, selectable, k):
 @pytest.mark.parametrize('name', NAMES)
 @settings(max_examples=15, deadline=None)
 @given(pool=pools())
+@pytest.mark.slow
 def test_strategy_properties(name, pool):
   stats, labelled, k, perm, reference, history = pool
   formula = priority.get(name)

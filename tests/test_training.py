@@ -54,6 +54,7 @@ def _ranking_reference(pred, target, margin):
 
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
+@pytest.mark.slow
 def test_ranking_loss_against_numpy(data):
   n = data.draw(st.integers(2, 12))
   pred = np.asarray(data.draw(st.lists(st.floats(0, 1, width=32), min_size=n, max_size=n)), np.float32)
@@ -81,6 +82,7 @@ def trainer():
 
 @pytest.mark.parametrize('replay, batch, want_source', [(0.25, 8, 2), (0.5, 8, 4), (0.0, 8, 0),
                                                          (0.9, 8, 7)])
+@pytest.mark.slow
 def test_source_replay_mixes_the_stated_share(trainer, monkeypatch, replay, batch, want_source):
   net, tr = trainer
   source = {'image': np.full((10, 8, 8, 3), 10, np.uint8), 'mask': np.zeros((10, 8, 8), np.uint8)}
@@ -107,6 +109,7 @@ def test_source_replay_mixes_the_stated_share(trainer, monkeypatch, replay, batc
   assert all((values == 10).all() for values in seen)
 
 
+@pytest.mark.slow
 def test_fitting_the_iou_head_makes_it_rank_unseen_tiles(smoke_config):
   """The paper's mechanism: an IoU head fitted on tiles the U-Net does not
   train on ranks other unseen tiles by their true IoU; unfitted, it does not."""
@@ -135,6 +138,7 @@ def test_fitting_the_iou_head_makes_it_rank_unseen_tiles(smoke_config):
   assert after > 0.5 and after > before + 0.3, (before, after)
 
 
+@pytest.mark.slow
 def test_the_iou_head_does_not_saturate_on_perfect_targets(smoke_config):
   """Every target exactly 1 (empty tiles predicted empty) for many steps:
   the head stays below 1 with a live gradient, and refitting it on varied

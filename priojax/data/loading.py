@@ -4,6 +4,7 @@ scenes' metadata for chip data."""
 from __future__ import annotations
 
 from priojax import distributed
+from priojax.config_checks import tile_size_expected
 from priojax.data import builders, rio_grande
 from priojax.data.pool import TileSource
 from priojax.errors import DataError
@@ -37,6 +38,9 @@ def _load(config) -> tuple[dict[str, TileSource], dict | None]:
   seed = data_seed(config)
   if d.kind == 'geotiff':
     manifest = load_manifest(d.manifest)
+    expected = manifest.tile_size and tile_size_expected(config, manifest.tile_size)
+    if expected:
+      raise DataError(f'{manifest.path}: tile_size is {manifest.tile_size}; expected {expected}')
     gcfg = geo_builder.make_geo_config(manifest, tile_size=d.tile_size,
                                        source_val_fraction=d.source_val_fraction, seed=seed)
     sources, meta = geo_builder.load_geo_chips(gcfg, d.data_dir)
@@ -55,6 +59,11 @@ def _load(config) -> tuple[dict[str, TileSource], dict | None]:
     if len(src) == 0 and name != 'source_val':
       raise DataError(f'{data_name(config)}: split {name!r} has no chips (scenes smaller than '
                       f'{d.tile_size} px, or mostly nodata?)')
+  test = data['target_test']
+  if not any(b['mask'].any() for b in test.batches(256, fields=('mask',))):
+    raise DataError(f'{data_name(config)}: the target_test split has no building pixel in any of its '
+                    f'{len(test)} chips; test IoU would read 1.0 whatever the model does (labels in '
+                    'the wrong place, or no buildings in the test scenes?)')
   return data, meta
 
 

@@ -5,10 +5,13 @@ for ``annotations/round_<r>/`` in the workdir. Annotators return either
 
 * one file per selected chip, ``<chip id>.geojson`` (start from
   ``export/round_<r>/predictions/<chip id>.geojson``); an empty
-  FeatureCollection says "no buildings here"; or
-* any other ``*.geojson`` files covering the selection, whose polygons are
-  assigned to the selected chips they overlap (such a file labels every
-  selected chip).
+  FeatureCollection says "no buildings here";
+* ``all.geojson`` or ``all_<name>.geojson``: every building of the whole
+  selection; a selected chip none of its polygons reaches has no building;
+* any other ``<name>.geojson``: some annotator's polygons, assigned to the
+  selected chips they reach. Such a file labels only those chips: a chip
+  that no file labels keeps the round waiting (it is never taken for "no
+  building" because a partial file left it out).
 
 Rerunning the same command resumes the round after its persisted selection
 (the same ids; round_steps.py), imports the polygons (reprojected to each chip's scene CRS,
@@ -36,6 +39,7 @@ from priojax.geo import raster as geo
 from priojax.data.pool import TileSource
 from priojax.errors import DataError
 from priojax.geo.export import scene_crs, text
+from priojax.geo.spatial_index import boxes_overlap
 from priojax.atomic_io import atomic_write_json, atomic_write_npz
 from priojax.workdir import Workdir
 
@@ -49,8 +53,11 @@ def _chip_bounds(transform: Affine, size: int) -> tuple[float, float, float, flo
   return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
-def _overlaps(bounds: np.ndarray, box) -> np.ndarray:
-  return _any_overlap(bounds, np.asarray([box], np.float64))
+def _overlaps(fp: geo.Footprints, box) -> np.ndarray:
+  """[N] bool: which of the file's polygons reach the chip ``box``."""
+  inside = np.zeros(len(fp.geometries), bool)
+  inside[fp.index.meeting(*box, strict=True)] = True
+  return inside
 
 
 class HumanOracle:
@@ -105,18 +112,13 @@ class HumanOracle:
       if chip_id not in ids:
         raise DataError(f'{path}: names chip {chip_id}, which was not selected in round {round_index} '
                         f'(selected: {", ".join(map(str, ids))}); rename or remove the file')
-    missing = [] if combined else [i for i in ids if i not in per_chip]
-    if missing:
-      raise AwaitingLabels(
-          f'round {round_index}: {len(ids)} chips selected, {len(missing)} still to label; the files for '
-          f'annotators are in {self.workdir.export(round_index)}. Put one GeoJSON per chip '
-          f'(<chip id>.geojson, polygons of its buildings) or GeoJSON covering all of them in {folder}, '
-          f'then rerun the same command. Missing: {", ".join(map(str, missing[:10]))}'
-          f'{" ..." if len(missing) > 10 else ""}')
+    if not combined:
+      self._wait_for([i for i in ids if i not in per_chip], ids, round_index)
     chips = self.pool.read_ids(ids)
     size = chips['image'].shape[1]
     masks = np.zeros((len(ids), size, size), np.uint8)
     sources = [''] * len(ids)
+    labelled = np.zeros(len(ids), bool)  # by its own file, an all_ file, or polygons that reach it
     report: dict[str, dict[str, int]] = {}
 
     def note(path, what, n=1):
@@ -140,20 +142,23 @@ class HumanOracle:
       own = per_chip.get(chip_id)
       for path in ([own] if own else []) + combined:
         fp = footprints(path, crs)
-        inside = _overlaps(fp.bounds, box) if len(fp.geometries) else np.zeros(0, bool)
+        inside = _overlaps(fp, box)
         if path is own:
           _check_own_file(path, chip_id, fp, inside, crs)
         if inside.any():
           mask = geo.rasterize_chip(fp, transform, size)
           masks[rank] = np.maximum(masks[rank], mask)
+        labelled[rank] |= path is own or is_complete(path) or bool(inside.any())
         if path is own:
           for reason, n in fp.skipped.items():
             note(path, reason, n)
           if (~inside).any():
             note(path, 'polygons outside their chip', int((~inside).sum()))
-        sources[rank] = f'import:{path.name}' if not sources[rank] else sources[rank]
+        if labelled[rank] and not sources[rank]:
+          sources[rank] = f'import:{path.name}'
     for path in combined:
       self._report_combined(path, ids, chips, size, note, footprints)
+    self._wait_for([i for i, done in zip(ids, labelled) if not done], ids, round_index)
     if distributed.is_main():  # every process imported the same; one writes it
       atomic_write_json(self.workdir.export(round_index) / 'import_report.json', report)
       for name, counts in report.items():
@@ -163,6 +168,17 @@ class HumanOracle:
                        {'ids': np.asarray(ids, np.int64), 'masks': masks}, compressed=True)
     distributed.barrier(f'labels of round {round_index} imported')  # reveal() reads them back
     return {**chips, 'mask': masks}, sources
+
+  def _wait_for(self, missing: list[int], ids: list[int], round_index: int) -> None:
+    """Nothing is imported while a selected chip has no label yet."""
+    if not missing:
+      return
+    raise AwaitingLabels(
+        f'round {round_index}: {len(ids)} chips selected, {len(missing)} still to label; the files for '
+        f'annotators are in {self.workdir.export(round_index)}. Put one GeoJSON per chip '
+        f'(<chip id>.geojson, polygons of its buildings; empty: no building) or all_<name>.geojson with '
+        f'every building of the selection in {self.workdir.annotations(round_index)}, then rerun the '
+        f'same command. Missing: {", ".join(map(str, missing[:10]))}{" ..." if len(missing) > 10 else ""}')
 
   def _report_combined(self, path, ids, chips, size, note, footprints) -> None:
     """Counts a combined file's polygons that reach no selected chip: those on
@@ -184,8 +200,8 @@ class HumanOracle:
       valid[index] = True
       selected = np.asarray([_chip_bounds(Affine(*chips['transform'][r]), size)
                              for r in range(len(ids)) if text(chips['scene'][r]) == scene]).reshape(-1, 4)
-      on_selected[index] |= _any_overlap(fp.bounds, selected)
-      on_pool[index] |= _any_overlap(fp.bounds, boxes.get(scene, np.zeros((0, 4))))
+      on_selected[index] |= boxes_overlap(fp.bounds, selected)
+      on_pool[index] |= boxes_overlap(fp.bounds, boxes.get(scene, np.zeros((0, 4))))
     _check_usable(path, n, int(valid.sum()), fp.skipped)
     if valid.any() and not on_pool.any():
       raise DataError(f'{path}: none of its {int(valid.sum())} polygons lies on a chip of the target '
@@ -195,6 +211,12 @@ class HumanOracle:
       note(path, 'polygons on chips that were not selected', int((valid & on_pool & ~on_selected).sum()))
     if (valid & ~on_pool).any():
       note(path, 'polygons outside every chip', int((valid & ~on_pool).sum()))
+
+
+def is_complete(path) -> bool:
+  """Does the file say it holds every building of the selection (by its
+  name: ``all.geojson``, ``all_<name>.geojson``)?"""
+  return path.stem == 'all' or path.stem.startswith('all_')
 
 
 def _check_usable(path, n_features: int, n_usable: int, skipped: dict) -> None:
@@ -212,12 +234,3 @@ def _check_own_file(path, chip_id: int, fp: geo.Footprints, inside: np.ndarray, 
     raise DataError(f'{path}: none of its {len(fp.geometries)} polygons overlaps chip {chip_id}; '
                     f'expected the buildings of that chip (is the file\'s CRS right? the polygons '
                     f'were reprojected to the chip\'s {crs.to_string() if crs else "pixel grid"})')
-
-
-def _any_overlap(bounds: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-  """[N] bool: does polygon i's bounding box overlap any of ``boxes`` [M, 4]?"""
-  if len(boxes) == 0:
-    return np.zeros(len(bounds), bool)
-  b, c = bounds[:, None, :], boxes[None, :, :]
-  hit = (b[..., 0] < c[..., 2]) & (b[..., 2] > c[..., 0]) & (b[..., 1] < c[..., 3]) & (b[..., 3] > c[..., 1])
-  return hit.any(axis=1)

@@ -20,7 +20,8 @@ from absl import logging
 from priojax import rngs
 from priojax.geo import raster as geo
 from priojax.data.builders import prepare, tile_features
-from priojax.geo.manifest import Manifest, load_manifest
+from priojax.geo.manifest import Manifest, file_fingerprint, load_manifest
+from priojax.geo.spatial_index import boxes_overlap
 from priojax.errors import DataError
 
 SPLITS = ('source_train', 'source_val', 'target_pool', 'target_test')
@@ -61,6 +62,22 @@ def make_geo_config(manifest: Manifest, *, tile_size: int, source_val_fraction: 
           + (f'_c{channels}' if channels != 3 else ''))
   return GeoChipsConfig(name=name, manifest=str(manifest.path), tile_size=int(size),
                         source_val_fraction=float(source_val_fraction), seed=int(seed), channels=channels)
+
+
+def check_labels_reach_scene(spec, src) -> None:
+  """Footprints that miss their scene would make every chip of it "no
+  building" (a wrong CRS does exactly that): one line naming the file."""
+  fp = geo.load_footprints(spec.labels, src.crs)
+  scene = np.asarray([tuple(src.bounds)])
+  reach = boxes_overlap(fp.bounds, scene)
+  if len(fp.geometries) and not reach.any():
+    left, bottom, right, top = src.bounds
+    raise DataError(f'{spec.labels}: none of its {len(fp.geometries)} polygons reaches the scene '
+                    f'{spec.image} (bounds {left:.6g}, {bottom:.6g}, {right:.6g}, {top:.6g} in '
+                    f'{src.crs.to_string()}); expected the buildings of that scene (is the file\'s CRS right?)')
+  if not len(fp.geometries) and not spec.no_buildings:
+    raise DataError(f'{spec.labels}: no building polygon for the scene {spec.image}; expected its '
+                    'buildings, or "no_buildings: true" on the scene if it truly has none')
 
 
 def source_val_chips(seed: int, chip_ids: np.ndarray, fraction: float) -> np.ndarray:
@@ -106,9 +123,12 @@ class GeoChips(tfds.core.GeneratorBasedBuilder):
                           'or a raster "mask:"')
         if spec.mask is not None:
           geo.open_mask(spec.mask, src).close()
+        if spec.labels is not None:
+          check_labels_reach_scene(spec, src)
         stats = geo.scene_statistics(src, bands)
         scenes[spec.id] = {
             'index': index, 'region': spec.region, 'image': str(spec.image),
+            'fingerprint': file_fingerprint(spec.image),
             'labels': str(spec.label_file) if spec.label_file else None, 'bands': list(bands),
             'crs': src.crs.to_wkt() if geo.georeferenced(src) else None,
             'height': src.height, 'width': src.width,

@@ -10,7 +10,10 @@
   each selected chip (``rasterio.features.shapes``), a starting point to edit;
 * ``heatmap_<scene>.tif`` — a coarse float32 grid over each scene, one cell
   per chip stride, holding the chip's priority (NaN where no chip was scored),
-  in the scene's CRS: it opens in QGIS over the imagery.
+  in the scene's CRS: it opens in QGIS over the imagery. Its band
+  description says what the values are: the formula's priority, or, for a
+  formula that picks its batch itself (core-set, TypiClust, ...) and so has
+  no priority per chip, 1 − predicted IoU.
 
 Chips of a scene without georeference are not given a fake CRS: they are
 written as ``chips/<id>.png``, their predicted polygons are in the scene's
@@ -46,8 +49,8 @@ def scene_crs(scene: dict) -> CRS | None:
 
 
 def write_geotiff(path: pathlib.Path, data: np.ndarray, crs, transform, nodata=None,
-                  driver: str = 'GTiff') -> None:
-  """``data`` is [bands, H, W]."""
+                  driver: str = 'GTiff', description: str | None = None) -> None:
+  """``data`` is [bands, H, W]; ``description``: of the first band."""
   profile = dict(driver=driver, height=data.shape[1], width=data.shape[2], count=data.shape[0],
                  dtype=data.dtype, crs=crs, transform=transform, nodata=nodata)
   if crs is None:  # no georeference: no transform either
@@ -56,6 +59,8 @@ def write_geotiff(path: pathlib.Path, data: np.ndarray, crs, transform, nodata=N
     warnings.simplefilter('ignore', rasterio.errors.NotGeoreferencedWarning)
     with atomic_path(path) as tmp, rasterio.open(tmp, 'w', **profile) as dst:
       dst.write(data)
+      if description:
+        dst.set_band_description(1, description)
 
 
 def write_geojson(path: pathlib.Path, features: list[dict]) -> None:
@@ -78,9 +83,10 @@ def mask_polygons(mask: np.ndarray, transform: Affine, crs) -> list[dict]:
 
 def export_round(directory: pathlib.Path, *, scenes: dict, selected: dict, pred_masks: np.ndarray,
                  priorities: np.ndarray, pred_iou: np.ndarray, pool_records: dict,
-                 pool_priority: np.ndarray, overlap: int) -> pathlib.Path:
+                 pool_priority: np.ndarray, overlap: int, heat_label: str = 'priority') -> pathlib.Path:
   """Writes the round's files; ``selected`` holds the chips' records in rank
-  order, ``pool_records`` the window/scene/id of every scored pool chip."""
+  order, ``pool_records`` the window/scene/id of every scored pool chip,
+  ``pool_priority`` what the heat maps show (``heat_label`` says what)."""
   directory.mkdir(parents=True, exist_ok=True)
   (directory / 'chips').mkdir(exist_ok=True)
   (directory / 'predictions').mkdir(exist_ok=True)
@@ -113,7 +119,8 @@ def export_round(directory: pathlib.Path, *, scenes: dict, selected: dict, pred_
         scenes=', '.join(sorted({c['scene'] for c in in_pixels}))))
   for name, scene in scenes.items():
     if scene['region'] == 'target_pool':
-      _heatmap(directory / f'heatmap_{name}.tif', name, scene, pool_records, pool_priority, overlap)
+      _heatmap(directory / f'heatmap_{name}.tif', name, scene, pool_records, pool_priority, overlap,
+               heat_label)
   return directory
 
 
@@ -126,7 +133,7 @@ these scenes are plain grids, one cell per chip stride: none is on a map.
 """
 
 
-def _heatmap(path, name, scene, records, priority, overlap) -> None:
+def _heatmap(path, name, scene, records, priority, overlap, label: str) -> None:
   in_scene = np.array([text(s) == name for s in records['scene']])
   windows = records['window'][in_scene]
   size = int(windows[0, 2]) if len(windows) else 1
@@ -138,7 +145,7 @@ def _heatmap(path, name, scene, records, priority, overlap) -> None:
     grid[0, r, c] = max(value, np.nan_to_num(grid[0, r, c], nan=-np.inf))
   crs = scene_crs(scene)
   transform = Affine(*scene['transform']) @ Affine.scale(stride)
-  write_geotiff(path, grid, crs, transform, nodata=float('nan'))
+  write_geotiff(path, grid, crs, transform, nodata=float('nan'), description=label)
 
 
 def text(value) -> str:

@@ -22,6 +22,10 @@ band count needs ``bands:``. More than three bands (red, green, blue, then
 NIR or others; the same count for every scene) reach the model: a
 pretrained encoder's first convolution is extended for them.
 
+A labels file whose polygons reach no part of its scene is refused (the
+usual sign of a wrong CRS), and so is one without a polygon, unless the
+scene says it truly has no building: ``no_buildings: true``.
+
 Regions: ``source`` (pretraining; split into train/val by chip),
 ``target_pool`` (the tiles to prioritise; labels optional) and
 ``target_test`` (evaluation; labels required).
@@ -58,6 +62,7 @@ class SceneSpec:
   region: str
   bands: tuple[int, ...] | None  # None: all of a one- or three-band scene
   mask: pathlib.Path | None = None  # a raster mask instead of footprints
+  no_buildings: bool = False  # the scene truly has none (an empty labels file is right)
 
   @property
   def label_file(self) -> pathlib.Path | None:
@@ -73,17 +78,41 @@ class Manifest:
   max_nodata: float
 
   def fingerprint(self) -> str:
-    """Changes whenever the manifest or any file it names changes."""
+    """Changes whenever the manifest or what a file it names holds changes;
+    not when files are touched, copied or moved with their manifest."""
     h = hashlib.sha256(self.path.read_bytes())
     for s in self.scenes:
+      h.update(f'{s.id}:{s.region}:{s.bands}:{s.no_buildings}'.encode())
       for p in (s.image, s.labels, s.mask):
-        if p is not None:
-          st = p.stat()
-          h.update(f'{p}:{st.st_size}:{st.st_mtime_ns}'.encode())
+        h.update((file_fingerprint(p) if p is not None else '-').encode())
     return h.hexdigest()[:12]
 
   def region(self, name: str) -> list[SceneSpec]:
     return [s for s in self.scenes if s.region == name]
+
+
+_WHOLE_FILE = 256 << 20
+_BLOCK = 1 << 20
+_SAMPLED_BLOCKS = 64
+
+
+def file_fingerprint(path: pathlib.Path) -> str:
+  """A hash of what a file holds, not of when it was written: its size and
+  its bytes, all of them up to 256 MiB (every label file in practice) and
+  64 evenly spaced 1 MiB blocks, first and last included, of a larger
+  raster (a whole 20 GB orthophoto would take minutes at each start)."""
+  size = path.stat().st_size
+  h = hashlib.sha256(str(size).encode())
+  with open(path, 'rb') as f:
+    if size <= _WHOLE_FILE:
+      for chunk in iter(lambda: f.read(_BLOCK), b''):
+        h.update(chunk)
+    else:
+      step = (size - _BLOCK) / (_SAMPLED_BLOCKS - 1)
+      for k in range(_SAMPLED_BLOCKS):
+        f.seek(int(round(k * step)))
+        h.update(f.read(_BLOCK))
+  return h.hexdigest()[:16]
 
 
 def _field(path, where: str, obj: dict, name: str, kind, default=None, required=False):
@@ -143,7 +172,9 @@ def load_manifest(path: str | pathlib.Path) -> Manifest:
     for p, what in ((image, 'image'), (labels, 'labels'), (mask, 'mask')):
       if p is not None and not p.is_file():
         raise DataError(f'{path}: {where}.{what} {p} does not exist')
-    scenes.append(SceneSpec(scene_id, image, labels, region, tuple(bands) if bands else None, mask))
+    no_buildings = _field(path, where, s, 'no_buildings', bool, default=False)
+    scenes.append(SceneSpec(scene_id, image, labels, region, tuple(bands) if bands else None, mask,
+                            no_buildings))
   for region in REGIONS:
     if not any(s.region == region for s in scenes):
       raise DataError(f'{path}: no scene in region {region!r}; expected at least one '

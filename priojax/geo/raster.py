@@ -14,6 +14,7 @@ the same windows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import warnings
@@ -31,6 +32,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from priojax.errors import DataError
+from priojax.geo.spatial_index import BoxIndex
 
 WGS84 = CRS.from_epsg(4326)
 _STATS_SAMPLE_SIDE = 512
@@ -61,12 +63,14 @@ class Footprints:
   feature_index: np.ndarray  # [N] position of each geometry's feature in the file
   n_features: int = 0  # in the file, usable or not
 
+  @functools.cached_property
+  def index(self) -> BoxIndex:
+    """The polygons' bounds in a spatial index (built on first use)."""
+    return BoxIndex(self.bounds)
+
   def within(self, left: float, bottom: float, right: float, top: float) -> list[dict]:
-    if not self.geometries:
-      return []
-    b = self.bounds
-    hit = (b[:, 0] <= right) & (b[:, 2] >= left) & (b[:, 1] <= top) & (b[:, 3] >= bottom)
-    return [self.geometries[i] for i in np.flatnonzero(hit)]
+    """The polygons whose bounds meet the window."""
+    return [self.geometries[i] for i in self.index.meeting(left, bottom, right, top)]
 
 
 def _open(path: str, what: str):

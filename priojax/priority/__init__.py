@@ -5,12 +5,12 @@ Importing this package registers the built-in formulas.
 
 from priojax.priority import formulas as _formulas  # noqa: F401  (registers)
 from priojax.priority import learnability as _learnability  # noqa: F401  (registers)
-from priojax.priority.registry import (ACQUISITIONS, Formula, Picks, SelectionContext, get, names,
-                                       register, register_picker)
+from priojax.priority.registry import (ACQUISITIONS, DEFAULT_HPARAMS, REFERENCE, Formula, Picks,
+                                       SelectionContext, get, names, register, register_picker)
 
 # The strategies priojax ships (a comparison runs them all); formulas that
 # users register later are not among them.
 BUILTIN = tuple(names())
 
-__all__ = ['ACQUISITIONS', 'BUILTIN', 'Formula', 'Picks', 'SelectionContext', 'get', 'names', 'register',
-           'register_picker']
+__all__ = ['ACQUISITIONS', 'BUILTIN', 'DEFAULT_HPARAMS', 'Formula', 'Picks', 'REFERENCE', 'SelectionContext',
+           'get', 'names', 'register', 'register_picker']

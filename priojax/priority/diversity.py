@@ -61,9 +61,23 @@ def id_ranks(ids) -> np.ndarray:
   return ranks
 
 
+def matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """``a @ b`` in full float32 whatever the default matmul precision: the
+  default is TF32 on recent GPUs and bfloat16 on TPUs, which moves nearest
+  neighbours (every formula that compares distances or sums embeddings
+  goes through here)."""
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def pairwise_distances(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
-  """Euclidean distances ``[N, D] x [M, D] -> [N, M]``."""
-  sq = jnp.sum(x * x, -1)[:, None] + jnp.sum(y * y, -1)[None, :] - 2.0 * x @ y.T
+  """Euclidean distances ``[N, D] x [M, D] -> [N, M]``, as
+  ||x||² + ||y||² - 2 x·y with y's first row moved to the origin: distances
+  do not change, and embeddings of non-negative features (a large common
+  offset) no longer lose their differences to cancellation. (A row, not the
+  mean: the chunks read here are padded with zero rows, the first is real.)"""
+  if y.shape[0]:
+    x, y = x - y[0], y - y[0]
+  sq = jnp.sum(x * x, -1)[:, None] + jnp.sum(y * y, -1)[None, :] - 2.0 * matmul(x, y.T)
   return jnp.sqrt(jnp.maximum(sq, 0.0))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from priojax import rngs
 from priojax.priority import diversity, typicality
-from priojax.priority.registry import Picks, SelectionContext, register, register_picker
+from priojax.priority.registry import REFERENCE, Picks, SelectionContext, register, register_picker
 
 
 @register('random', reads=())
@@ -39,7 +39,7 @@ def entropy_priority(stats, ctx: SelectionContext) -> jax.Array:
   return _aggregate(stats, ctx, 'entropy')
 
 
-@register_picker('iou_diversity', reads=('pred_iou', 'embedding'), needs_reference=True)
+@register_picker('iou_diversity', reads=('pred_iou', 'embedding', REFERENCE))
 def iou_diversity_priority(stats, ctx: SelectionContext):
   """Formula 2 (our reading), greedy:
 
@@ -77,14 +77,14 @@ def least_confidence_priority(stats, ctx: SelectionContext) -> jax.Array:
   return _aggregate(stats, ctx, 'least_confidence')
 
 
-@register('bald', reads=('bald/{aggregation}',), needs_mc=True)
+@register('bald', reads=('bald/{aggregation}',))
 def bald_priority(stats, ctx: SelectionContext) -> jax.Array:
   """BALD with MC dropout (Gal et al. 2017): p_i = agg over pixels of
   H[mean_t p_t] - mean_t H[p_t], T = config.priority.mc_passes."""
   return _aggregate(stats, ctx, 'bald')
 
 
-@register('mc_variance', reads=('mc_variance/{aggregation}',), needs_mc=True)
+@register('mc_variance', reads=('mc_variance/{aggregation}',))
 def mc_variance_priority(stats, ctx: SelectionContext) -> jax.Array:
   """p_i = agg over pixels of var_t p_t over MC-dropout passes."""
   return _aggregate(stats, ctx, 'mc_variance')
@@ -107,11 +107,11 @@ def iou_density_priority(stats, ctx: SelectionContext) -> jax.Array:
   the mean over the whole pool; computed as ê_i · mean_j ê_j (O(N D))."""
   e = jnp.asarray(stats.embedding, jnp.float32)
   e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
-  density = jnp.maximum(e @ e.mean(axis=0), 0.0)
+  density = jnp.maximum(diversity.matmul(e, e.mean(axis=0)), 0.0)
   return (1.0 - jnp.asarray(stats.pred_iou, jnp.float32)) * density ** float(ctx.hparam('beta'))
 
 
-@register_picker('coreset', reads=('embedding',), needs_reference=True)
+@register_picker('coreset', reads=('embedding', REFERENCE))
 def coreset_priority(stats, ctx: SelectionContext):
   """Core-set (Sener & Savarese 2018), k-center greedy: each pick is the pool
   tile farthest from its nearest centre; centres start as the labelled set

@@ -63,7 +63,7 @@ def kernel_regression(x, centres, values, sigma, prior, prior_weight):
       num, den = carry
       c, v, ok = chunk
       w = jnp.exp(-diversity.pairwise_distances(x, c) ** 2 / (2.0 * sigma ** 2)) * ok[None, :]
-      return (num + w @ v[:, 0], den + w.sum(1)), None
+      return (num + diversity.matmul(w, v[:, 0]), den + w.sum(1)), None
 
     zero = jnp.zeros(x.shape[0], jnp.float32)
     (num, den), _ = jax.lax.scan(step, (zero, zero), (rows, vals, valid))

@@ -7,10 +7,18 @@ are a plain score per tile (higher = label first); register those with
 Formulas whose scores change after every pick (core-set, BADGE,
 ``iou_diversity``) return their ``Picks`` themselves: register them with
 ``@register_picker``. ``reads`` is always stated: scoring computes exactly
-those statistics (tile_stats.py) and checks them finite first.
+those statistics (tile_stats.py) and checks them finite first. Everything
+else follows from it: a formula reading an MC-dropout statistic
+(``bald/*``, ``mc_variance/*``) gets the dropout checks and passes, and one
+that names ``'reference_embedding'`` gets ``ctx.reference_embedding``
+filled; reading it without naming it is an error, not an empty array.
 
 Users register their own with the decorators, in a module named as
-``'package.module:function'`` in the config (importing it registers them).
+``'package.module:function'`` in the config (importing it registers them);
+registering a function of the same module and name again (a notebook cell
+run twice) replaces it. ``ctx.hparam(name)`` reads the run's
+``config.priority.params`` too, so a formula's own constants are set in the
+config. The statistics a formula receives are read-only.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from priojax import rngs
+from priojax import rngs, uncertainty
 from priojax.errors import SelectionError
 
 # The hparams a run sets (config.priority), their defaults for a direct
@@ -32,6 +40,28 @@ from priojax.errors import SelectionError
 DEFAULT_HPARAMS = {'aggregation': 'mean', 'alpha': 1.0, 'beta': 1.0,
                    'acquisition': 'top_k', 'power_beta': 1.0}
 ACQUISITIONS = ('top_k', 'power')
+# What ``reads`` may name besides the pool statistics: inputs of the round
+# (the embeddings of the source reference tiles and the labelled tiles).
+REFERENCE = 'reference_embedding'
+
+
+class UndeclaredInput:
+  """Stands for a context input the formula did not name in ``reads``:
+  any use of it is one clear error, never a silently empty array."""
+
+  def __init__(self, what: str, formula: str):
+    self._message = (f'priority formula {formula!r} reads ctx.{what} without declaring it; add '
+                     f'{what!r} to its reads=(...)')
+
+  def _refuse(self, *args, **kwargs):
+    raise SelectionError(self._message)
+
+  __array__ = __len__ = __iter__ = __getitem__ = __jax_array__ = _refuse
+
+  def __getattr__(self, name):
+    if name.startswith('__'):
+      raise AttributeError(name)
+    self._refuse()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +71,9 @@ class SelectionContext:
   k: int  # how many tiles to pick this round
   rng: jax.Array  # fold_in(seed, round, 'select')
   selectable: np.ndarray  # [N] bool: False for tiles already labelled
-  reference_embedding: np.ndarray  # [M, D]: source tiles and labelled tiles
+  # [M, D]: source tiles and labelled tiles (for formulas reading REFERENCE)
+  reference_embedding: Any = None
+  # The run's config.priority hparams and its ``params`` (a formula's own).
   hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
   # [R, N]: the pool's predicted IoU as scored in each earlier round (oldest
   # first, columns in the order of the stats; pool_history.py); no rows in
@@ -56,7 +88,9 @@ class SelectionContext:
     if name in DEFAULT_HPARAMS:
       return DEFAULT_HPARAMS[name]
     if default is None:
-      raise SelectionError(f'unknown hparam {name!r}; known: {sorted(DEFAULT_HPARAMS)}')
+      known = sorted(set(DEFAULT_HPARAMS) | set(self.hparams))
+      raise SelectionError(f'unknown hparam {name!r}; known: {known} (set a formula\'s own in '
+                           'config.priority.params)')
     return default
 
 
@@ -71,19 +105,28 @@ class Picks:
 class Formula:
   name: str
   pick: Callable[[Any, SelectionContext], Picks]
-  # The statistics read (tile_stats.py). '{aggregation}' (or any other
-  # hparam in braces) is filled from the run's hparams.
+  # The statistics read (tile_stats.py), and REFERENCE if it measures
+  # distances to the reference set. '{aggregation}' (or any other hparam in
+  # braces) is filled from the run's hparams.
   reads: tuple[str, ...]
-  needs_reference: bool = False  # wants ctx.reference_embedding filled
-  needs_mc: bool = False  # wants MC-dropout statistics ('bald/*', 'mc_variance/*')
   source: Callable | None = None  # the user's function, as registered
   is_score: bool = False  # a score per tile, picked by top_k (or a power draw)
 
+  @property
+  def needs_reference(self) -> bool:
+    """Wants ``ctx.reference_embedding`` filled."""
+    return REFERENCE in self.reads
+
+  @property
+  def needs_mc(self) -> bool:
+    """Reads MC-dropout statistics ('bald/*', 'mc_variance/*')."""
+    return any(r.split('/')[0] in uncertainty.MC_MAPS for r in self.reads)
+
   def stat_names(self, hparams: dict[str, Any]) -> tuple[str, ...]:
-    """``reads`` with the hparams filled in."""
+    """The pool statistics of ``reads``, with the hparams filled in."""
     hparams = {**DEFAULT_HPARAMS, **hparams}
     try:
-      return tuple(r.format_map(hparams) for r in self.reads)
+      return tuple(r.format_map(hparams) for r in self.reads if r != REFERENCE)
     except (KeyError, ValueError) as e:
       raise SelectionError(f'priority formula {self.name!r}: reads={self.reads} names an unknown '
                            f'hparam ({e}); known: {sorted(hparams)}') from None
@@ -161,31 +204,64 @@ def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks
 _REGISTRY: dict[str, Formula] = {}
 
 
+def _same_function(a: Callable | None, b: Callable | None) -> bool:
+  """The same function, or the same one defined again (a re-run cell or a
+  reloaded module): same module and qualified name."""
+  return a is b or (a is not None and b is not None
+                    and (getattr(a, '__module__', None), getattr(a, '__qualname__', None))
+                    == (getattr(b, '__module__', None), getattr(b, '__qualname__', None)))
+
+
 def _add(formula: Formula) -> None:
   old = _REGISTRY.get(formula.name)
-  if old is not None and old.source is not formula.source:
-    raise ValueError(f'priority formula {formula.name!r} is already registered')
+  if old is not None and not _same_function(old.source, formula.source):
+    raise ValueError(f'priority formula {formula.name!r} is already registered (by '
+                     f'{old.source.__module__}.{old.source.__qualname__}); choose another name')
   _REGISTRY[formula.name] = formula
 
 
-def register(name: str, *, reads: tuple[str, ...], needs_reference: bool = False,
-             needs_mc: bool = False) -> Callable:
+def _reads(name: str, reads, needs_reference: bool | None, needs_mc: bool | None) -> tuple[str, ...]:
+  """``reads`` checked: one name or a sequence of names; the old flags
+  agree with it (both now follow from ``reads``)."""
+  if isinstance(reads, str):
+    reads = (reads,)
+  if not isinstance(reads, (tuple, list)) or not all(isinstance(r, str) for r in reads):
+    raise ValueError(f'priority formula {name!r}: reads={reads!r}; expected a tuple of statistic names, '
+                     "e.g. reads=('pred_iou',)")
+  reads = tuple(reads)
+  if needs_reference and REFERENCE not in reads:
+    reads += (REFERENCE,)
+  if needs_reference is False and REFERENCE in reads:
+    raise ValueError(f'priority formula {name!r}: needs_reference=False but reads names {REFERENCE!r}')
+  formula = Formula(name, lambda stats, ctx: None, reads)
+  if needs_mc is not None and bool(needs_mc) != formula.needs_mc:
+    raise ValueError(f'priority formula {name!r}: needs_mc={needs_mc} but reads={reads} '
+                     f'{"names no" if needs_mc else "names an"} MC-dropout statistic '
+                     f'({", ".join(uncertainty.MC_MAPS)}); drop needs_mc, it follows from reads')
+  return reads
+
+
+def register(name: str, *, reads, needs_reference: bool | None = None,
+             needs_mc: bool | None = None) -> Callable:
   """Decorator for a score formula ``f(stats, ctx) -> [N] scores``:
-  ``@register('my_formula', reads=('entropy',))``."""
+  ``@register('my_formula', reads=('entropy',))``. (``needs_reference``
+  and ``needs_mc`` are accepted for old code; both follow from ``reads``.)"""
+  reads = _reads(name, reads, needs_reference, needs_mc)
 
   def wrap(fn: Callable) -> Callable:
-    _add(Formula(name, top_k(name, fn), tuple(reads), needs_reference, needs_mc, fn, is_score=True))
+    _add(Formula(name, top_k(name, fn), reads, fn, is_score=True))
     return fn
 
   return wrap
 
 
-def register_picker(name: str, *, reads: tuple[str, ...], needs_reference: bool = False,
-                    needs_mc: bool = False) -> Callable:
+def register_picker(name: str, *, reads, needs_reference: bool | None = None,
+                    needs_mc: bool | None = None) -> Callable:
   """Decorator for a formula that picks itself: ``f(stats, ctx) -> Picks``."""
+  reads = _reads(name, reads, needs_reference, needs_mc)
 
   def wrap(fn: Callable) -> Callable:
-    _add(Formula(name, fn, tuple(reads), needs_reference, needs_mc, fn))
+    _add(Formula(name, fn, reads, fn))
     return fn
 
   return wrap
@@ -209,7 +285,7 @@ def get(name: str) -> Formula:
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
       raise SelectionError(f'priority formula {name!r}: module {module_name!r} has no function {attr!r}')
-    registered = [f for f in _REGISTRY.values() if f.source is fn]
+    registered = [f for f in _REGISTRY.values() if _same_function(f.source, fn)]
     if registered:
       return registered[0]
     raise SelectionError(f'priority formula {name!r} is not registered, so what it reads is unknown; '

@@ -144,7 +144,7 @@ def _kmeans(x, ranks, keys, key, *, clusters: int):
 
   def totals(rows, valid, centres):
     one_hot = jax.nn.one_hot(assign(rows, centres), clusters, dtype=jnp.float32) * valid[:, None]
-    return one_hot.sum(0), one_hot.T @ rows
+    return one_hot.sum(0), diversity.matmul(one_hot.T, rows)
 
   def step(centres, _):
     if x.shape[0] <= diversity.ROWS:

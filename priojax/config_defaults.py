@@ -1,7 +1,17 @@
-"""Shared defaults of every experiment on the embedded crisis benchmark.
+"""Shared defaults of every experiment: the config files start from here.
 
-Not run directly: each strategy's config file starts from ``get_config`` here
-and sets ``priority.name``. The argument is a comma-separated list of:
+Each config file (``configs/*.py``, or a user's own anywhere on disk) calls
+``get_config`` here and sets ``priority.name``; it lives in the package so
+that a config file outside the checkout imports it as well::
+
+    from priojax import config_defaults
+
+    def get_config(arg=None):
+      config = config_defaults.get_config(arg)
+      config.priority.name = 'my_package.formulas:low_fg'
+      return config
+
+The argument is a comma-separated list of:
 
 * ``smoke``: shrink everything to seconds (tiny images, a tiny U-Net, a
   handful of steps): what the end-to-end tests run;
@@ -99,6 +109,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # How a score formula's batch is taken: 'top_k', or 'power': drawn with
       # p ∝ score^power_beta (stochastic batch acquisition, Kirsch et al. 2023).
       acquisition='top_k', power_beta=1.0,
+      # A formula's own constants, read by ctx.hparam(name) (set them in a
+      # config file: config.priority.params = {'gamma': 2.0}).
+      params=ml_collections.ConfigDict(),
   ))
   c.scoring = ml_collections.ConfigDict(dict(batch_size=64))
   c.eval = ml_collections.ConfigDict(dict(threshold=0.5))
