@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from conftest import ROOT, subprocess_env
+from priojax import loop
+from priojax.errors import PriojaxError
 
 # Every case starts the launcher in a subprocess.
 pytestmark = pytest.mark.slow
@@ -36,10 +38,18 @@ def _assert_one_clear_line(result, pattern):
     ('--config.priority.name=coreset --config.priority.acquisition=power',
      "error: config.priority.acquisition: expected 'top_k' for 'coreset', which picks its batch itself"),
 ])
-def test_bad_config_values(tmp_path, flag, pattern):
-  result = _run(*flag.split(), workdir=str(tmp_path / 'w'))
-  assert result.returncode == 2
-  _assert_one_clear_line(result, pattern)
+def test_bad_config_values(tmp_path, smoke_config, flag, pattern):
+  # In-process: the launcher prints `error: <the PriojaxError>` and exits 2
+  # (the launcher cases below); here, what each config check says.
+  config = smoke_config.copy_and_resolve_references()
+  for override in flag.split():
+    field, value = override.removeprefix('--config.').split('=')
+    section, name = field.split('.')
+    config[section][name] = type(config[section][name])(value)
+  with pytest.raises(PriojaxError) as info:
+    loop.run(config, str(tmp_path / 'w'))
+  message = f'error: {info.value}'
+  assert message.startswith(pattern) and '\n' not in message, message
   assert not (tmp_path / 'w').exists() or not any((tmp_path / 'w').iterdir())
 
 

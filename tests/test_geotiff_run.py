@@ -64,13 +64,18 @@ def test_missing_manifest(tmp_path):
 
 
 @pytest.mark.slow
-def test_loop_on_geotiff_scenes_exports_the_selection(project, tmp_path, data_dir):
+@pytest.mark.parametrize('formula, heat_label', [
+    ('iou', 'priority of iou'),
+    ('typiclust', '1 - predicted IoU (typiclust has no priority per chip)'),  # a picker
+])
+def test_loop_on_geotiff_scenes_exports_the_selection(project, tmp_path, data_dir, formula, heat_label):
   from configs import iou_priority
 
   config = iou_priority.get_config('smoke,geotiff')
   config.data.manifest = str(project)
   config.data.data_dir = data_dir
   config.rounds.k = 3
+  config.priority.name = formula
   history = loop.run(config, str(tmp_path / 'w'))
   assert [r['labels'] for r in history] == [0, 3]
   assert 'tile_iou/test' in history[1]
@@ -92,6 +97,7 @@ def test_loop_on_geotiff_scenes_exports_the_selection(project, tmp_path, data_di
       preds = json.loads((out / 'predictions' / f'{chip_id}.geojson').read_text())
       assert preds['type'] == 'FeatureCollection'
     with rasterio.open(out / 'heatmap_pool.tif') as heat:
+      assert heat.descriptions[0] == heat_label  # says what its values are
       assert heat.crs == scene_crs
       assert np.allclose(heat.bounds, scene_bounds)
       values = heat.read(1)

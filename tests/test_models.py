@@ -22,8 +22,9 @@ def _count(tree) -> int:
 def test_unet_shapes_and_parameter_count():
   model = UNet(depth=2, width=4)
   x = jnp.zeros((3, 32, 32, 3))
-  variables = model.init(jax.random.key(0), x, train=False)
-  logits, aux = model.apply(variables, x, train=False)
+  # Jitted: one compile, not one per operation.
+  variables = jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.key(0), x)
+  logits, aux = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   chex.assert_shape(logits, (3, 32, 32))
   chex.assert_shape(aux['bottleneck'], (3, 8, 8, 16))
   chex.assert_shape(aux['decoder'][0], (3, 16, 16, 8))
@@ -83,7 +84,7 @@ def test_head_inputs_stop_gradient_into_unet():
   net = Networks(UNet(depth=1, width=4), iou_head(8), embed_dim=8)
   params = net.init(jax.random.key(0), 16)
   image = jnp.full((16, 16, 3), 100, jnp.uint8)
-  grads = jax.grad(lambda p: net.forward_tile(p, image)[3])(params)
+  grads = jax.jit(jax.grad(lambda p: net.forward_tile(p, image)[3]))(params)
   assert all(float(jnp.abs(g).sum()) == 0.0 for g in jax.tree.leaves(grads['loss_head']))
   assert all(float(jnp.abs(g).sum()) == 0.0 for g in jax.tree.leaves(grads['unet']))
   assert any(float(jnp.abs(g).sum()) > 0.0 for g in jax.tree.leaves(grads['head']))
