@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from priojax import distributed, hooks, ledger, priority, rngs, round_steps, selection, tile_metrics, tile_stats
-from priojax.atomic_io import atomic_write_json, disk_errors
+from priojax import (distributed, hooks, ledger, priority, rngs, round_steps, round_stores, selection, tile_metrics,
+                     tile_stats)
+from priojax.atomic_io import disk_errors
 from priojax.checkpoints import RoundCheckpoints
 from priojax.config_checks import check_budget, check_config, check_same_config
 from priojax.data import synthetic
@@ -49,7 +50,7 @@ from priojax.models.unet import UNet
 from priojax.oracle import BenchmarkOracle
 from priojax.pool_history import PoolHistory
 from priojax.report import MetricsWriter, check_record, plot_learning_curve, plot_test_predictions
-from priojax.scoring import PoolStats, Scorer
+from priojax.scoring import Scorer
 from priojax.train import HeadLoss, Trainer
 from priojax.workdir import Workdir
 
@@ -77,55 +78,6 @@ def build_networks(config, channels: int = 3) -> Networks:
   return Networks(unet=unet,
                   head=heads.iou_head(m.head_hidden), loss_head=heads.loss_head(m.head_hidden),
                   embed_dim=m.embed_dim, threshold=config.eval.threshold, channels=channels)
-
-
-def selected_store(workdir: Workdir, round_index: int, formula: str) -> round_steps.Store:
-  """The selection, and its public copy ``selected_round_<r>.json`` (written
-  first: once 'selected' is marked, both exist)."""
-  arrays = round_steps.npz_store(
-      'selection.npz',
-      lambda s: {'ids': s.ids, 'priorities': s.priorities, 'pred_iou': s.pred_iou,
-                 'seconds': np.float64(s.seconds), **({'scores': s.scores} if s.scores is not None else {})},
-      lambda a: selection.Selection(a['ids'], a['priorities'], a['pred_iou'], a.get('scores'),
-                                    float(a['seconds'])))
-
-  def save(folder, picked):
-    atomic_write_json(workdir.selected(round_index),
-                      {'round': round_index, 'formula': formula, **picked.to_json()})
-    arrays.save(folder, picked)
-
-  return round_steps.Store(save, arrays.load, arrays.file)
-
-
-SCORES = round_steps.npz_store(
-    'scores.npz',
-    lambda v: {**{f'stat:{k}': c for k, c in v[0].columns.items()}, 'ids': v[0].ids,
-               'reference': v[1], 'seconds': np.asarray(v[2], np.float64)},
-    lambda a: (PoolStats(a['ids'], **{k.removeprefix('stat:'): c for k, c in a.items() if k.startswith('stat:')}),
-               a['reference'], tuple(float(s) for s in a['seconds'])))
-
-
-def labels_store(oracle) -> round_steps.Store:
-  """A round's ``LabelledSet``: its ledger entries (``labelled.json``) and
-  masks (``labelled_masks.npz``, written first). A round folder from before
-  the masks were kept reads them from the oracle, checked by their hashes."""
-  entries = round_steps.json_store('labelled.json', lambda s: [e.to_json() for e in s.entries],
-                                   lambda obj: [ledger.LedgerEntry(**e) for e in obj])
-  masks = round_steps.npz_store('labelled_masks.npz', lambda s: {'masks': s.masks}, lambda a: a['masks'])
-
-  def save(folder, labelled: LabelledSet):
-    masks.save(folder, labelled)
-    entries.save(folder, labelled)
-
-  def load(folder):
-    round_entries = entries.load(folder)
-    if (folder / masks.file).exists():
-      return LabelledSet.of(round_entries, masks.load(folder))
-    return LabelledSet.reveal({e.id: e for e in round_entries}, oracle, str(folder))
-
-  return round_steps.Store(save, load, entries.file)
-
-RECORD = round_steps.json_store('record.json')
 
 
 class Experiment:
@@ -416,11 +368,12 @@ class Experiment:
 
     Step = round_steps.Step
     return [
-        Step('scored', lambda out: self.score(state, labelled, r), SCORES),
-        Step('selected', selected, selected_store(self.workdir, r, self.formula.name)),
-        Step('labelled', lambda out: self.label(state, out['selected'], r), labels_store(self.oracle)),
+        Step('scored', lambda out: self.score(state, labelled, r), round_stores.SCORES),
+        Step('selected', selected, round_stores.selected_store(self.workdir, r, self.formula.name)),
+        Step('labelled', lambda out: self.label(state, out['selected'], r),
+             round_stores.labels_store(self.oracle)),
         Step('fine_tuned', fine_tuned, round_steps.checkpoint_store('fine_tuned', r, self.template)),
-        Step('evaluated', evaluated, RECORD),
+        Step('evaluated', evaluated, round_stores.RECORD),
     ]
 
   def commit(self, r: int, state, labelled: LabelledSet, history: list[dict], pool: PoolHistory) -> None:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import HISTORY_FORMULA, launch_smoke, subprocess_env
-from priojax import atomic_io, compile_cache, loop, round_steps, train
+from priojax import atomic_io, compile_cache, loop, round_steps, round_stores, train
 from priojax.atomic_io import atomic_write_bytes
 from priojax.checkpoints import RoundCheckpoints
 from priojax.errors import TrainingError, WorkdirError
@@ -20,7 +20,7 @@ from priojax.pool_history import PoolHistory
 from priojax.workdir import Workdir
 
 # Launcher runs killed and resumed in subprocesses.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('uninterrupted_run')]  # conftest.py
 
 
 def _latest(workdir):
@@ -161,10 +161,10 @@ def test_broken_progress_file_is_one_line(tmp_path, content, pattern):
 
 
 @pytest.mark.parametrize('step, name, store', [
-    ('scored', 'scores.npz', lambda wd: loop.SCORES),
-    ('selected', 'selection.npz', lambda wd: loop.selected_store(wd, 2, 'iou')),
-    ('labelled', 'labelled.json', lambda wd: loop.labels_store(oracle=None)),
-    ('evaluated', 'record.json', lambda wd: loop.RECORD),
+    ('scored', 'scores.npz', lambda wd: round_stores.SCORES),
+    ('selected', 'selection.npz', lambda wd: round_stores.selected_store(wd, 2, 'iou')),
+    ('labelled', 'labelled.json', lambda wd: round_stores.labels_store(oracle=None)),
+    ('evaluated', 'record.json', lambda wd: round_stores.RECORD),
 ])
 def test_unreadable_step_output_is_one_line(tmp_path, step, name, store):
   wd = Workdir(tmp_path / 'w')
