@@ -69,8 +69,7 @@ HISTORY_FORMULA = '--config.priority.name=history_formula:trend_and_gain'
 @pytest.fixture(scope='session')
 def uninterrupted_run(tmp_path_factory, data_dir):
   """Two smoke rounds through the launcher, never interrupted: the reference
-  every crash test must reproduce. (Once per xdist worker: the tests that
-  read it share the xdist group 'uninterrupted_run', so one worker runs it.)"""
+  every crash test must reproduce (session-scoped: once per xdist worker)."""
   workdir = tmp_path_factory.mktemp('uninterrupted')
   result = launch_smoke(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA)
   assert result.returncode == 0, result.stderr[-3000:]

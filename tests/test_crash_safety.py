@@ -20,7 +20,7 @@ from priojax.pool_history import PoolHistory
 from priojax.workdir import Workdir
 
 # Launcher runs killed and resumed in subprocesses.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('uninterrupted_run')]  # conftest.py
+pytestmark = pytest.mark.slow
 
 
 def _latest(workdir):

@@ -49,7 +49,6 @@ def test_smoke_one_round_in_process(tmp_path, smoke_config):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group('uninterrupted_run')
 def test_launcher_runs_and_overrides(uninterrupted_run):
   workdir, result = uninterrupted_run
   lines, selected = _read(workdir)
@@ -89,7 +88,6 @@ def _committed(workdir, pool=False):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group('uninterrupted_run')
 def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, uninterrupted_run):
   assert {p.split(':')[0] for p in KILL_CHAIN} == set(hooks.POINTS)
   reference, _ = uninterrupted_run

@@ -21,7 +21,7 @@ from priojax.checkpoints import RoundCheckpoints
 from priojax.train import Trainer
 
 # Several launcher processes per test (jax.distributed over localhost).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('uninterrupted_run')]  # conftest.py
+pytestmark = pytest.mark.slow
 
 # The single-process reference (conftest's uninterrupted_run) splits the CPU
 # into one XLA device per core; the processes here share that many between
