@@ -120,7 +120,7 @@ class Formula:
   @property
   def needs_mc(self) -> bool:
     """Reads MC-dropout statistics ('bald/*', 'mc_variance/*')."""
-    return any(r.split('/')[0] in uncertainty.MC_MAPS for r in self.reads)
+    return _reads_mc(self.reads)
 
   def stat_names(self, hparams: dict[str, Any]) -> tuple[str, ...]:
     """The pool statistics of ``reads``, with the hparams filled in."""
@@ -204,6 +204,10 @@ def top_k(name: str, score: Callable) -> Callable[[Any, SelectionContext], Picks
 _REGISTRY: dict[str, Formula] = {}
 
 
+def _reads_mc(reads: tuple[str, ...]) -> bool:
+  return any(r.split('/')[0] in uncertainty.MC_MAPS for r in reads)
+
+
 def _same_function(a: Callable | None, b: Callable | None) -> bool:
   """The same function, or the same one defined again (a re-run cell or a
   reloaded module): same module and qualified name."""
@@ -233,8 +237,7 @@ def _reads(name: str, reads, needs_reference: bool | None, needs_mc: bool | None
     reads += (REFERENCE,)
   if needs_reference is False and REFERENCE in reads:
     raise ValueError(f'priority formula {name!r}: needs_reference=False but reads names {REFERENCE!r}')
-  formula = Formula(name, lambda stats, ctx: None, reads)
-  if needs_mc is not None and bool(needs_mc) != formula.needs_mc:
+  if needs_mc is not None and bool(needs_mc) != _reads_mc(reads):
     raise ValueError(f'priority formula {name!r}: needs_mc={needs_mc} but reads={reads} '
                      f'{"names no" if needs_mc else "names an"} MC-dropout statistic '
                      f'({", ".join(uncertainty.MC_MAPS)}); drop needs_mc, it follows from reads')
