@@ -102,7 +102,8 @@ def setup_runtime() -> None:
   faults.install()  # PRIOJAX_CRASH_AT, for the kill tests
   if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser('~/.cache/priojax/xla'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  if not os.environ.get('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'):  # the user's (or the tests') own
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   tfds.disable_progress_bar()
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_OwnInfoOnly())

@@ -91,6 +91,12 @@ class LabelledSet:
     return np.asarray([np.nan if e.iou_at_pick is None else e.iou_at_pick for e in self.entries],
                       np.float32)
 
+  @property
+  def pred_iou_at_pick(self) -> np.ndarray:
+    """The IoU head's prediction per tile when picked (NaN where not recorded)."""
+    return np.asarray([np.nan if e.pred_iou_at_pick is None else e.pred_iou_at_pick for e in self.entries],
+                      np.float32)
+
   def where(self, keep: np.ndarray) -> 'LabelledSet':
     keep = np.asarray(keep, bool)
     return LabelledSet(tuple(e for e, k in zip(self.entries, keep) if k), self.masks[keep])

@@ -35,6 +35,10 @@ class LedgerEntry:
   # True IoU of the model that picked the tile, once its mask is known
   # (None in ledgers written before it was recorded).
   iou_at_pick: float | None = None
+  # The IoU head's prediction for the tile when it was picked (None in
+  # ledgers written before it was recorded): beside ``iou_at_pick``, how
+  # well the head ranks target tiles that no model had trained on.
+  pred_iou_at_pick: float | None = None
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -47,13 +51,17 @@ def calibration_flags(seed: int, ids, fraction: float) -> np.ndarray:
 
 
 def round_entries(ids, masks, sources: list[str], round_index: int, *, seed: int,
-                  holdout_fraction: float, iou_at_pick=None) -> list[LedgerEntry]:
+                  holdout_fraction: float, iou_at_pick=None, pred_iou_at_pick=None) -> list[LedgerEntry]:
   """The ledger entries of one round's revealed masks."""
   held_out = calibration_flags(seed, ids, holdout_fraction)
-  at_pick = [None] * len(ids) if iou_at_pick is None else [float(v) for v in iou_at_pick]
+
+  def floats(values):
+    return [None] * len(ids) if values is None else [float(v) for v in values]
+
   return [LedgerEntry(id=int(i), round=round_index, source=source, sha256=mask_hash(mask),
-                      calibration=bool(c), iou_at_pick=a)
-          for i, mask, source, c, a in zip(ids, masks, sources, held_out, at_pick)]
+                      calibration=bool(c), iou_at_pick=a, pred_iou_at_pick=q)
+          for i, mask, source, c, a, q in zip(ids, masks, sources, held_out, floats(iou_at_pick),
+                                              floats(pred_iou_at_pick))]
 
 
 def with_entries(ledger: Ledger, entries: Iterable[LedgerEntry], where: str) -> dict[int, LedgerEntry]:

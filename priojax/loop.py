@@ -219,7 +219,7 @@ class Experiment:
     pool_seconds, reference_seconds = self.scorer.last_seconds, 0.0
     if 'stratum' in self.scorer.stat_names:
       stats = stats.replace(stratum=self.strata(stats.ids))
-    if 'label_iou' in self.scorer.stat_names or 'label_iou_at_pick' in self.scorer.stat_names:
+    if set(tile_stats.LABEL_STATS) & set(self.scorer.stat_names):
       stats = stats.replace(**self.label_stats(state, stats.ids, labelled))
     reference = np.zeros((0, 0), np.float32)
     if self.formula.needs_reference:
@@ -231,19 +231,22 @@ class Experiment:
     return stats, reference, (pool_seconds, reference_seconds)
 
   def label_stats(self, state, ids: np.ndarray, labelled: LabelledSet) -> dict[str, np.ndarray]:
-    """``label_iou`` and ``label_iou_at_pick`` (tile_stats.py) per pool
-    tile: the current and the picking model's true IoU on the labelled tiles
-    the U-Net trained on, -1 elsewhere."""
-    now, at_pick = np.full(len(ids), -1.0, np.float32), np.full(len(ids), -1.0, np.float32)
+    """``label_iou``, ``label_iou_at_pick`` and ``label_pred_iou_at_pick``
+    (tile_stats.py) per pool tile: the current and the picking model's true
+    IoU, and the head's prediction at pick, on the labelled tiles the U-Net
+    trained on; -1 elsewhere (and where a ledger written before the
+    prediction was recorded lacks it)."""
+    out = {name: np.full(len(ids), -1.0, np.float32) for name in tile_stats.LABEL_STATS}
     fit = labelled.fitting()
     fit = fit.where(~np.isnan(fit.iou_at_pick))
     if len(fit):
       order = np.argsort(ids)
       rows = order[np.searchsorted(ids, fit.ids, sorter=order)]
       arrays = self.labelled_arrays(fit)
-      now[rows] = self.scorer.true_iou(state.params, arrays['image'], arrays['mask'])
-      at_pick[rows] = fit.iou_at_pick
-    return {'label_iou': now, 'label_iou_at_pick': at_pick}
+      out['label_iou'][rows] = self.scorer.true_iou(state.params, arrays['image'], arrays['mask'])
+      out['label_iou_at_pick'][rows] = fit.iou_at_pick
+      out['label_pred_iou_at_pick'][rows] = np.nan_to_num(fit.pred_iou_at_pick, nan=-1.0)
+    return out
 
   def strata(self, ids: np.ndarray) -> np.ndarray:
     """Each pool tile's stratum as an integer: its sub-population on the
@@ -285,7 +288,8 @@ class Experiment:
     masks = revealed['mask']
     at_pick = self.scorer.true_iou(state.params, revealed['image'], masks)
     entries = ledger.round_entries(picked.ids, masks, sources, round_index, seed=self.config.seed,
-                                   holdout_fraction=self.config.head.holdout_fraction, iou_at_pick=at_pick)
+                                   holdout_fraction=self.config.head.holdout_fraction, iou_at_pick=at_pick,
+                                   pred_iou_at_pick=picked.pred_iou)
     return LabelledSet.of(entries, masks)
 
   def fine_tune(self, state, labelled: LabelledSet, round_index: int):
@@ -364,6 +368,7 @@ class Experiment:
           **self.evaluate(trained), **info, **self.pick_counts(out['labelled']),
           'pool_tiles': len(out['scored'][0]), 'score_seconds': out['scored'][2][0],
           'reference_seconds': out['scored'][2][1], 'select_seconds': out['selected'].seconds,
+          **{f'select/{k}': v for k, v in out['selected'].info.items()},
           'eval_seconds': time.perf_counter() - t_eval, 'round_seconds': time.perf_counter() - start})
 
     Step = round_steps.Step

@@ -14,15 +14,20 @@ from priojax.scoring import PoolStats
 from priojax.workdir import Workdir
 
 
+_INFO = 'info/'  # Selection.info in selection.npz
+
+
 def selected_store(workdir: Workdir, round_index: int, formula: str) -> round_steps.Store:
   """The selection, and its public copy ``selected_round_<r>.json`` (written
   first: once 'selected' is marked, both exist)."""
   arrays = round_steps.npz_store(
       'selection.npz',
       lambda s: {'ids': s.ids, 'priorities': s.priorities, 'pred_iou': s.pred_iou,
-                 'seconds': np.float64(s.seconds), **({'scores': s.scores} if s.scores is not None else {})},
+                 'seconds': np.float64(s.seconds), **({'scores': s.scores} if s.scores is not None else {}),
+                 **{_INFO + k: np.float64(v) for k, v in s.info.items()}},
       lambda a: selection.Selection(a['ids'], a['priorities'], a['pred_iou'], a.get('scores'),
-                                    float(a['seconds'])))
+                                    float(a['seconds']),
+                                    {k[len(_INFO):]: float(a[k]) for k in a if k.startswith(_INFO)}))
 
   def save(folder, picked):
     atomic_write_json(workdir.selected(round_index),

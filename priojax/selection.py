@@ -26,12 +26,14 @@ class Selection:
   pred_iou: np.ndarray  # [k]
   scores: np.ndarray | None = None  # [N] every pool tile's priority (score formulas only)
   seconds: float = 0.0  # the formula's time to pick
+  info: dict[str, float] = dataclasses.field(default_factory=dict)  # Picks.info
 
   def to_json(self) -> dict:
     return {
         'ids': [int(i) for i in self.ids],
         'priorities': [float(p) for p in self.priorities],
         'pred_iou': [float(p) for p in self.pred_iou],
+        **({'info': {k: float(v) for k, v in self.info.items()}} if self.info else {}),
     }
 
 
@@ -77,5 +79,6 @@ def select(formula: Formula, stats: PoolStats, ctx: SelectionContext) -> Selecti
       or len(np.unique(positions)) != k or not selectable[positions].all()):
     raise SelectionError(f'priority formula {formula.name!r} picked a labelled or repeated tile '
                          f'(or not k={k} pool rows)')
+  info = {str(k): float(v) for k, v in dict(picks.info).items()}
   return Selection(stats.ids[positions].astype(np.int64), np.asarray(picks.priorities, np.float64),
-                   np.asarray(stats.pred_iou)[positions], picks.scores, time.perf_counter() - start)
+                   np.asarray(stats.pred_iou)[positions], picks.scores, time.perf_counter() - start, info)

@@ -2,6 +2,8 @@
 that never reach U-Net training, and fine-tuning that restarts from the
 source model when asked."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -54,6 +56,7 @@ def test_calibration_labels_never_reach_unet_training(tmp_path, smoke_config, mo
   config = smoke_config.copy_and_resolve_references()
   config.rounds.update(num_rounds=2, k=8)
   config.head.holdout_fraction = 0.5
+  config.priority.name = 'typiclust_then_gain'  # any formula; this one reports its phase
   trained = []
   real = Trainer.fine_tune
 
@@ -79,6 +82,16 @@ def test_calibration_labels_never_reach_unet_training(tmp_path, smoke_config, mo
     assert any(np.array_equal(images[i], x) for x in last), i
   for i in calibration:
     assert not any(np.array_equal(images[i], x) for x in last), i
+  # The ledger keeps the head's prediction at pick beside the true IoU at
+  # pick: what the budget-aware formulas test the head with.
+  for r in (1, 2):
+    picked = json.loads((tmp_path / 'w' / f'selected_round_{r}.json').read_text())
+    assert [labelled[i].pred_iou_at_pick for i in picked['ids']] == pytest.approx(picked['pred_iou'])
+    assert set(picked['info']) == {'head_rho_at_pick', 'head_rho_lower', 'head_pairs', 'gain_phase'}
+  metrics = [json.loads(line) for line in (tmp_path / 'w' / 'metrics.jsonl').read_text().splitlines()]
+  assert metrics[1]['select/head_pairs'] == 0 and metrics[1]['select/gain_phase'] == 0
+  # Round 2 tests the head on round 1's fitting labels (calibration ones have no label_iou).
+  assert metrics[2]['select/head_pairs'] == len(fit) - len([i for i in fit if labelled[i].round == 2])
 
 
 @pytest.mark.slow

@@ -48,19 +48,31 @@ def _two_regions(n_per=30, seed=0):
   return stats, labelled
 
 
-def test_iou_gain_matches_a_numpy_kernel_regression_and_skips_the_stuck_region():
-  stats, labelled = _two_regions()
-  ctx = _ctx(len(stats), k=10, selectable=~labelled)
-  got = np.asarray(priority.get('iou_gain').source(stats, ctx))
-  # NumPy: σ from the pool, ℓ on the labelled tiles, shrunk to 1 with weight 1.
+def numpy_iou_gain(stats, labelled, ctx):
+  """(1 - IoU_hat) · ℓ̂ in float64: σ from the pool, ℓ on the labelled
+  tiles, kernel regression shrunk (weight 1) to the cluster's ℓ_c, itself
+  shrunk (weight 1) to 1; the clusters are the library's k-means (its own
+  tests hold it to Lloyd's algorithm)."""
   x = stats.embedding.astype(np.float64)
   d = np.linalg.norm(x[:, None] - x[None], axis=-1)
   np.fill_diagonal(d, np.inf)
   sigma = np.median(np.sort(d, 1)[:, :20].mean(1))
-  ell = (stats.label_iou - stats.label_iou_at_pick)[labelled] / 0.9
-  w = np.exp(-np.linalg.norm(x[:, None] - x[labelled][None], axis=-1) ** 2 / (2 * sigma ** 2))
-  want = 0.7 * (w @ ell + 1.0) / (w.sum(1) + 1.0)
-  chex.assert_trees_all_close(got, want, rtol=2e-3, atol=1e-5)
+  known = labelled & (stats.label_iou >= 0)
+  at_pick = stats.label_iou_at_pick[known].astype(np.float64)
+  ell = np.clip((stats.label_iou[known] - at_pick) / np.maximum(1 - at_pick, 0.05), 0, 1)
+  clusters, n_clusters = learnability.learnability_clusters(stats, ctx)
+  assert n_clusters == max(ctx.k, 2)
+  ell_c = np.array([(ell[clusters[known] == c].sum() + 1) / ((clusters[known] == c).sum() + 1)
+                    for c in range(n_clusters)])
+  w = np.exp(-np.linalg.norm(x[:, None] - x[known][None], axis=-1) ** 2 / (2 * sigma ** 2))
+  return (1 - stats.pred_iou.astype(np.float64)) * (w @ ell + ell_c[clusters]) / (w.sum(1) + 1.0)
+
+
+def test_iou_gain_matches_a_numpy_kernel_regression_and_skips_the_stuck_region():
+  stats, labelled = _two_regions()
+  ctx = _ctx(len(stats), k=10, selectable=~labelled)
+  got = np.asarray(priority.get('iou_gain').source(stats, ctx))
+  chex.assert_trees_all_close(got, numpy_iou_gain(stats, labelled, ctx), rtol=2e-3, atol=1e-5)
   picked = selection.select(priority.get('iou_gain'), stats, ctx).ids - 10
   assert (picked < 30).all()  # all from the learnable region, though `iou` cannot tell them apart
   # Without labelled tiles the prior ℓ = 1 holds: p = 1 - IoU_hat.

@@ -99,6 +99,9 @@ class Picks:
   positions: np.ndarray  # [k] pool rows in pick order
   priorities: np.ndarray  # [k] each pick's priority when it was picked
   scores: np.ndarray | None = None  # [N] every tile's priority (score formulas only)
+  # A few numbers the formula reports about this round's choice (e.g. which
+  # phase a budget-aware formula is in), recorded as ``select/<name>``.
+  info: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -164,7 +164,10 @@ def _kmeans(x, ranks, keys, key, *, clusters: int):
   return diversity.map_rows(lambda rows: assign(rows, centres), x)
 
 
-def typiclust(embedding, ids, selectable, key, k: int, max_clusters: int = 500):
+MAX_CLUSTERS = 500  # TypiClust's cap on |L| + k clusters
+
+
+def typiclust(embedding, ids, selectable, key, k: int, max_clusters: int = MAX_CLUSTERS):
   """TypiClust (Hacohen et al. 2022, their released selection rule):
   |L| + k clusters (at most ``max_clusters``); clusters of more than
   MIN_CLUSTER_SIZE tiles, fewest labelled tiles first, then largest first,
@@ -222,6 +225,26 @@ def typiclust_picks(x: np.ndarray, ids: np.ndarray, selectable: np.ndarray, assi
     available[members[best]] = False
     left[cluster] -= 1
   return np.asarray(positions, np.int64), np.asarray(priorities, np.float64)
+
+
+def relative_typicality(x: np.ndarray, ids: np.ndarray, selectable: np.ndarray, assign: np.ndarray) -> np.ndarray:
+  """τ_i / max_{j in c(i), selectable} τ_j for every selectable tile (0 for
+  the others): typicality within its cluster's unlabelled tiles, as
+  TypiClust measures it (K = min(20, size // 2); a cluster of more than
+  SAMPLE tiles against its sample), relative to the cluster's most typical."""
+  ids = np.asarray(ids)
+  out = np.zeros(len(x), np.float64)
+  for cluster in np.unique(assign[selectable]):
+    if (assign == cluster).sum() > SAMPLE:
+      rows = np.flatnonzero(assign == cluster)
+      typ = sampled_typicality(x[rows], ids[rows], K_NEIGHBOURS)
+      keep = selectable[rows]
+      members, typ = rows[keep], typ[keep]
+    else:
+      members = np.flatnonzero((assign == cluster) & selectable)
+      typ = cluster_typicality(x[members], k=min(K_NEIGHBOURS, max(1, len(members) // 2)))
+    out[members] = typ / typ.max()
+  return out
 
 
 def kernel_width(embedding, ids) -> float:
