@@ -1,7 +1,7 @@
 """What earlier rounds saw of the pool: each round's predicted IoU per tile.
 
-Formulas that read how a tile's predicted IoU moves as the model learns
-(``needs_history`` in the registry) get it as ``SelectionContext.history``.
+Every formula gets it as ``SelectionContext.history``; those that read how
+a tile's predicted IoU moves as the model learns (``iou_trend``) use it.
 Round r's row is the predicted IoU of every pool tile as scored in round r,
 i.e. by the model of round r - 1, before round r's selection. The history
 is part of the committed round state (an item of the round's orbax

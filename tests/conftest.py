@@ -1,11 +1,13 @@
 """Shared fixtures: a tiny benchmark and tiny networks, written by the tests."""
 
+import json
 import os
 import pathlib
 import subprocess
 import sys
 import tempfile
 
+import filelock
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -75,11 +77,27 @@ def launch_smoke(workdir, data_dir, *flags, crash_at=None, head=('-m', 'experime
 HISTORY_FORMULA = '--config.priority.name=history_formula:trend_and_gain'
 
 
+def run_scoped_dir(tmp_path_factory) -> pathlib.Path:
+  """A folder of this test run that every xdist worker sees (the workers'
+  base folders share a parent named for the run; without xdist, the base
+  folder itself)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
 @pytest.fixture(scope='session')
 def uninterrupted_run(tmp_path_factory, data_dir):
   """Two smoke rounds through the launcher, never interrupted: the reference
-  every crash test must reproduce (session-scoped: once per xdist worker)."""
-  workdir = tmp_path_factory.mktemp('uninterrupted')
-  result = launch_smoke(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA)
-  assert result.returncode == 0, result.stderr[-3000:]
+  every crash test must reproduce. Once per test run: the first worker to
+  need it runs it under a file lock, the others read its folder (the data
+  it was made from is generated from the same seed in every worker)."""
+  shared = run_scoped_dir(tmp_path_factory)
+  workdir, done = shared / 'uninterrupted', shared / 'uninterrupted.json'
+  with filelock.FileLock(str(shared / 'uninterrupted.lock')):
+    if not done.exists():
+      result = launch_smoke(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA)
+      assert result.returncode == 0, result.stderr[-3000:]
+      done.write_text(json.dumps({'returncode': result.returncode, 'stdout': result.stdout,
+                                  'stderr': result.stderr}))
+  result = subprocess.CompletedProcess(args=[], **json.loads(done.read_text()))
   return workdir, result

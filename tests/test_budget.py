@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 from hypothesis import given, settings, strategies as st
 
-from priojax import priority, selection
+from priojax import priority, selection, tile_metrics
 from priojax.priority import budget, learnability, typicality
 from priojax.scoring import PoolStats
 from test_learnability import numpy_iou_gain
@@ -49,10 +49,12 @@ def _ctx(stats, labelled_rows=(), k=8, seed=0):
 def test_spearman_with_ties_matches_scipy(pairs):
   a, b = (np.asarray(v, np.float64) for v in zip(*pairs))
   got = budget.spearman(a, b)
+  np.testing.assert_allclose(tile_metrics.average_ranks(a), scipy.stats.rankdata(a))
   if np.ptp(a) == 0 or np.ptp(b) == 0:
     assert got == 0.0  # no ranking on a constant side
+    assert np.isnan(tile_metrics.spearman(a, b))  # the metric says undefined
   else:
-    assert got == pytest.approx(scipy.stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert got == tile_metrics.spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic, abs=1e-12)
 
 
 def test_the_lower_bound_is_fishers_interval_with_the_spearman_variance():

@@ -237,5 +237,6 @@ def test_the_geotiff_argument_compares_on_the_users_scenes_with_the_real_recipe(
   for field, value in config_defaults.REAL_IMAGERY_RECIPE['model'].items():
     assert config.base.model[field] == value
   assert config.strategies == compare_config.REAL and config.shared_source
+  assert not compare_config.get_config('real').shared_source  # the benchmark: a source model per seed
   with pytest.raises(ValueError, match='exclude each other'):
     compare_config.get_config('geotiff,real')

@@ -83,7 +83,13 @@ def test_sampled_sigma_neighbourhood_mean_and_cluster_typicality_match_numpy():
   assert abs(typicality.kernel_width(x, ids) - sigma) < 1e-3 * sigma
   values = rng.normal(size=n).astype(np.float32)
   want = (values + values[sample][pos].sum(1)) / 21
-  chex.assert_trees_all_close(learnability.neighbourhood_mean(x, values, ids, k=20), want, rtol=1e-4, atol=1e-5)
+  # Rows whose 20th and 21st nearest are within float32 noise of each other
+  # may take either: compared elsewhere.
+  d21, _ = _knn_rows(x, np.arange(n), x[sample], sample, 21)
+  clear = d21[:, 20] - d21[:, 19] > 1e-4 * d21[:, 19]
+  assert clear.mean() > 0.99
+  got = learnability.neighbourhood_mean(x, values, ids, k=20)
+  chex.assert_trees_all_close(got[clear], want[clear], rtol=1e-4, atol=1e-5)
   chex.assert_trees_all_close(typicality.sampled_typicality(x, ids, 20), 1.0 / (dist.mean(1) + 1e-5),
                               rtol=2e-3)
 

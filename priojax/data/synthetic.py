@@ -1,4 +1,4 @@
-"""Procedural aerial-like scenes with building footprints: the embedded benchmark.
+"""Procedural aerial-like scenes with building footprints: the synthetic benchmark.
 
 Two regions with a real domain shift:
 

@@ -41,6 +41,7 @@ import dataclasses
 
 import numpy as np
 
+from priojax import tile_metrics
 from priojax.priority import learnability, typicality
 from priojax.priority.registry import Picks, SelectionContext, register_picker, top_k
 
@@ -52,26 +53,11 @@ _RHO_MAX = 1.0 - 1e-12  # atanh(±1) is infinite
 GAIN_READS = ('pred_iou', 'embedding', 'label_iou', 'label_iou_at_pick')
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
-  """Ranks 1..n, ties given their average rank (as Spearman's ρ needs)."""
-  x = np.asarray(x, np.float64)
-  order = np.argsort(x, kind='stable')
-  ranks = np.empty(len(x), np.float64)
-  sorted_x = x[order]
-  starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
-  ends = np.r_[starts[1:], len(x)]
-  for s, e in zip(starts, ends):
-    ranks[order[s:e]] = (s + e + 1) / 2.0
-  return ranks
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-  """Spearman's ρ (Pearson on average ranks); 0 where either side is
-  constant (no evidence of a ranking either way)."""
-  ra, rb = average_ranks(a), average_ranks(b)
-  ra, rb = ra - ra.mean(), rb - rb.mean()
-  den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-  return float((ra * rb).sum() / den) if den > 0 else 0.0
+  """Spearman's ρ; 0 where either side is constant (no evidence of a
+  ranking either way)."""
+  rho = tile_metrics.spearman(a, b)
+  return 0.0 if np.isnan(rho) else rho
 
 
 def spearman_lower_bound(rho: float, n: int) -> float:

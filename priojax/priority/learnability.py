@@ -138,15 +138,20 @@ def iou_gain_priority(stats, ctx: SelectionContext) -> np.ndarray:
 def neighbourhood_mean(x, values, ids, *, k: int) -> np.ndarray:
   """Mean of ``values`` over each row and its k nearest other rows of ``x``;
   in a pool of more than typicality.SAMPLE tiles, its k nearest among the
-  pool's sample (typicality.pool_sample)."""
-  x = np.asarray(x, np.float32)
-  values = np.asarray(values, np.float32)
-  sample = typicality.pool_sample(ids)
+  pool's sample (typicality.pool_sample). Computed in tile-id order, so
+  that neighbours at equal distance are taken by lowest id, not by their
+  row in the pool."""
+  order = np.argsort(np.asarray(ids), kind='stable')
+  x = np.asarray(x, np.float32)[order]
+  values = np.asarray(values, np.float32)[order]
+  sample = typicality.pool_sample(np.asarray(ids)[order])
   k = max(1, min(k, len(sample) - 1))
   index = np.arange(len(x))
   _, nearest = typicality.nearest(x, index, x[sample], sample, np.ones(len(sample), bool), k=k)
   neighbours = values[sample][np.asarray(nearest)]
-  return np.concatenate([values[:, None], neighbours], axis=1).mean(1)
+  out = np.empty(len(x), np.float32)
+  out[order] = np.concatenate([values[:, None], neighbours], axis=1).mean(1)
+  return out
 
 
 @register('iou_trend', reads=('pred_iou', 'embedding'))
