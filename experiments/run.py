@@ -1,4 +1,5 @@
-r"""Runs (or resumes) prioritised fine-tuning on the embedded crisis benchmark.
+r"""Runs (or resumes) prioritised fine-tuning: the synthetic crisis benchmark
+by default, real imagery or your own scenes by config.
 
     python -m experiments.run --config=configs/iou_priority.py --workdir=runs/iou
     python -m experiments.run --config=configs/iou_priority.py:smoke --workdir=/tmp/smoke \

@@ -14,7 +14,7 @@ from priojax.models.unet import NORMS, UPSAMPLES
 from priojax.uncertainty import AGGREGATIONS
 
 _DTYPES = ('float32', 'bfloat16', 'float16')
-# The embedded synthetic benchmark, a manifest of the user's scenes, the real
+# The synthetic benchmark, a manifest of the user's scenes, the real
 # DSG imagery of Rio Grande do Sul (priojax/data/rio_grande.py).
 DATA_KINDS = ('crisis_bench', 'geotiff', 'rio_grande_dsg')
 

@@ -15,7 +15,7 @@ The argument is a comma-separated list of:
 
 * ``smoke``: shrink everything to seconds (tiny images, a tiny U-Net, a
   handful of steps): what the end-to-end tests run;
-* ``geotiff``: run on your own GeoTIFF scenes instead of the embedded
+* ``geotiff``: run on your own GeoTIFF scenes instead of the synthetic
   benchmark; give the manifest with ``--config.data.manifest=path.yaml``
   (format in priojax/geo/manifest.py and the README); with the recipe for
   real imagery (``REAL_IMAGERY_RECIPE`` below: the pretrained encoder);

@@ -1,4 +1,4 @@
-"""The embedded TFDS benchmark: splits, determinism, sub-populations."""
+"""The synthetic TFDS benchmark: splits, determinism, sub-populations."""
 
 import collections
 

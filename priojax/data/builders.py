@@ -1,4 +1,4 @@
-"""TFDS builder of the embedded crisis benchmark (no download, no TensorFlow).
+"""TFDS builder of the synthetic crisis benchmark (no download, no TensorFlow).
 
 The builder writes ``array_record`` shards and is read back through
 ``builder.as_data_source()``: random access by index, which is all the
