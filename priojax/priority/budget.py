@@ -79,10 +79,6 @@ def head_calibration(stats) -> tuple[float, float, int]:
   return rho, spearman_lower_bound(rho, n), n
 
 
-def head_is_trusted(stats) -> bool:
-  return head_calibration(stats)[1] > 0.0
-
-
 def _calibration_info(stats) -> dict[str, float]:
   rho, lower, n = head_calibration(stats)
   return {'head_rho_at_pick': rho, 'head_rho_lower': lower, 'head_pairs': float(n),
