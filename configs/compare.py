@@ -16,8 +16,8 @@ source model for every seed: give the manifest with
 ``--config.base.data.manifest=my_crisis.yaml``; its ``target_pool`` scenes
 need labels, which play the annotators), ``low`` (the low-budget schedule:
 10 labels a round instead of 20, ten strategies), ``all`` (every built-in strategy), ``smoke``
-(seconds). ``--readme_section=synthetic|synthetic_low|real`` regenerates the
-README's block (experiments/compare.py).
+(seconds). ``--results_section=synthetic|synthetic_low|real`` regenerates the
+block of docs/results.md and the README's short table (experiments/compare.py).
 
 All strategies of a seed share its pretrained source model and the same
 budget schedule. The U-Net has dropout (0.1) for every strategy so that

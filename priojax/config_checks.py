@@ -72,7 +72,8 @@ def check_budget(config, pool_size: int, where: str) -> None:
 def check_config(config) -> None:
   for field in ('data.tile_size', 'model.depth', 'model.width', 'pretrain.batch_size',
                 'finetune.batch_size', 'head.batch_size', 'scoring.batch_size', 'model.embed_dim',
-                'model.head_hidden', 'priority.region'):
+                'model.head_hidden', 'priority.region', 'review.max_side', 'review.max_rows',
+                'review.max_scenes', 'review.max_chips', 'review.thumbnail'):
     _int(config, field, lo=1)
   for field in ('pretrain.steps', 'pretrain.head_steps', 'finetune.steps', 'head.steps',
                 'rounds.num_rounds', 'rounds.k', 'priority.source_reference', 'seed'):

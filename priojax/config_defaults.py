@@ -17,7 +17,7 @@ The argument is a comma-separated list of:
   handful of steps): what the end-to-end tests run;
 * ``geotiff``: run on your own GeoTIFF scenes instead of the synthetic
   benchmark; give the manifest with ``--config.data.manifest=path.yaml``
-  (format in priojax/geo/manifest.py and the README); with the recipe for
+  (format in priojax/geo/manifest.py and docs/own_imagery.md); with the recipe for
   real imagery (``REAL_IMAGERY_RECIPE`` below: the pretrained encoder);
 * ``real``: the real-imagery benchmark (DSG orthophotos of Rio Grande do
   Sul, priojax/data/rio_grande.py; fetched by pip once per machine) with the
@@ -31,8 +31,8 @@ The argument is a comma-separated list of:
 import ml_collections
 
 
-# Building segmentation on real imagery (measured in the README, "Real
-# imagery"): an ImageNet-pretrained MobileNetV2 encoder under a U-Net
+# Building segmentation on real imagery (measured in docs/real_imagery.md):
+# an ImageNet-pretrained MobileNetV2 encoder under a U-Net
 # decoder, for the real benchmark (`real`) and for a user's own scenes
 # (`geotiff`) alike. The loss (BCE + soft Dice), the dihedral augmentation
 # and the per-round warm-up + cosine learning rate are the same for every
@@ -115,6 +115,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   c.scoring = ml_collections.ConfigDict(dict(batch_size=64))
   c.eval = ml_collections.ConfigDict(dict(threshold=0.5))
+  # review.html (priojax/review/): kept small for any pool. Scene overlays
+  # at most max_side px a side, the top max_rows picks in its table,
+  # predictions on at most max_chips chips a round, max_scenes scenes.
+  c.review = ml_collections.ConfigDict(dict(enabled=True, max_side=1024, max_rows=200, max_scenes=6,
+                                            max_chips=2048, thumbnail=64))
 
   args = set(filter(None, (arg or '').split(',')))
   unknown = args - {'smoke', 'geotiff', 'real', 'full_pool'}

@@ -49,6 +49,7 @@ from priojax.models.networks import Networks
 from priojax.models.unet import UNet
 from priojax.oracle import BenchmarkOracle
 from priojax.pool_history import PoolHistory
+from priojax.review.writer import ReviewWriter
 from priojax.report import MetricsWriter, check_record, plot_learning_curve, plot_test_predictions
 from priojax.scoring import Scorer
 from priojax.train import HeadLoss, Trainer
@@ -109,6 +110,7 @@ class Experiment:
     self.ckpts = RoundCheckpoints(workdir.checkpoints, commits_rounds=True)
     self.writer = MetricsWriter(workdir, enabled=distributed.is_main())
     self._pretrained_unet = None  # for finetune.init='pretrained', read once
+    self.review = ReviewWriter(self, enabled=config.review.enabled)
 
   @property
   def title(self) -> str:
@@ -256,16 +258,19 @@ class Experiment:
     values = pool.columns((field,))[field][pool.positions_of(ids)]
     return np.unique(values, return_inverse=True)[1].astype(np.int64)
 
+  def stratum_names(self, ids: np.ndarray) -> np.ndarray:
+    """Each tile's sub-population (synthetic benchmark) or scene name (chips)."""
+    pool = self.data['target_pool']
+    rows = pool.positions_of(ids)
+    if pool.has_field('subpopulation'):
+      return np.asarray(synthetic.SUBPOPULATIONS)[pool.columns(('subpopulation',))['subpopulation'][rows]]
+    return np.asarray([export.text(s) for s in pool.columns(('scene',))['scene'][rows]], object)
+
   def pick_counts(self, picked: LabelledSet) -> dict:
     """What a round labelled: ``picked/<stratum>`` (sub-population, or
     scene for chips) and ``picked_with_buildings`` (picks whose mask has a
     building pixel)."""
-    pool = self.data['target_pool']
-    rows = pool.positions_of(picked.ids)
-    if pool.has_field('subpopulation'):
-      names = np.asarray(synthetic.SUBPOPULATIONS)[pool.columns(('subpopulation',))['subpopulation'][rows]]
-    else:
-      names = np.asarray([export.text(s) for s in pool.columns(('scene',))['scene'][rows]], object)
+    names = self.stratum_names(picked.ids)
     counts = {f'picked/{n}': int((names == n).sum()) for n in sorted(set(names.tolist()))}
     with_buildings = picked.masks.any(axis=(1, 2))
     return {**counts, 'picked_with_buildings': int(with_buildings.sum())}
@@ -311,6 +316,13 @@ class Experiment:
     return state, {**fit, **head, 'finetune_seconds': t_head - t_ft,
                    'head_seconds': time.perf_counter() - t_head}
 
+  def heat(self, stats, picked) -> tuple[np.ndarray, str]:
+    """What the heat maps show per pool tile, and what to call it."""
+    if picked.scores is not None:
+      return np.asarray(picked.scores), f'priority of {self.formula.name}'
+    # A picker has no priority per chip, only for its picks.
+    return 1.0 - np.asarray(stats.pred_iou), f'1 - predicted IoU ({self.formula.name} has no priority per chip)'
+
   def export(self, state, stats, picked, round_index: int) -> None:
     """GeoTIFF runs: the round's chips, outlines, predictions and heat map."""
     if not len(picked.ids):
@@ -319,10 +331,7 @@ class Experiment:
     records = pool.columns(('scene', 'window'))
     rows = pool.positions_of(stats.ids)
     records = {'id': stats.ids, **{k: v[rows] for k, v in records.items()}}
-    if picked.scores is not None:
-      heat, label = picked.scores, f'priority of {self.formula.name}'
-    else:  # a picker has no priority per chip, only for its picks
-      heat, label = 1.0 - stats.pred_iou, f'1 - predicted IoU ({self.formula.name} has no priority per chip)'
+    heat, label = self.heat(stats, picked)
 
     chips = pool.read_ids(picked.ids)
     masks = self.scorer.predict_masks(state.params, chips['image'])  # every process computes
@@ -349,6 +358,7 @@ class Experiment:
       picked = self.select(stats, reference, labelled, r, pool)
       if self.geo is not None:
         self.export(state, stats, picked, r)
+      self.review.round_picked(state.params, stats, picked, labelled, r)
       return picked
 
     def after(out):  # the labelled set with this round's labels
@@ -458,6 +468,7 @@ def _run_rounds(exp: Experiment, on_round: Callable[[dict], None] | None) -> lis
     logging.info('all %d rounds were already done in %s', config.rounds.num_rounds, wd.path)
   if distributed.is_main() and (history[-1]['round'] > done or not wd.learning_curve.exists()):
     plot_learning_curve(history, wd.learning_curve, exp.title)
+  exp.review.refresh(history, only_if_missing=history[-1]['round'] <= done)
   if history[-1]['round'] > done or not wd.test_predictions.exists():
     exp.plot_test_predictions(state, history[-1]['round'])
   return history
@@ -488,4 +499,5 @@ def _run_round(exp: Experiment, r: int, state, labelled: LabelledSet, history: l
   _log_record(record)
   if distributed.is_main():
     plot_learning_curve(history, exp.workdir.learning_curve, exp.title)
+  exp.review.refresh(history)
   return state, labelled, history, pool

@@ -92,8 +92,30 @@ class MetricsWriter:
       self._tb.close()
 
 
+ROUND_COLUMNS = (('round', 'round', '{}'), ('labels', 'labels', '{}'), ('iou', 'test IoU', '{:.3f}'),
+                 ('f1', 'F1', '{:.3f}'), ('mean_tile_iou', 'mean tile IoU', '{:.3f}'),
+                 ('head_spearman', 'head Spearman', '{:.3f}'), ('head_mae', 'head MAE', '{:.3f}'),
+                 ('picked_with_buildings', 'chips with buildings picked', '{}'),
+                 ('round_seconds', 'round time (s)', '{:.0f}'))
+
+
+def rounds_markdown(history: list[dict]) -> str:
+  """One row per committed round: what the README's and docs/results.md's
+  per-round tables show (a column a record lacks reads '-')."""
+  lines = ['| ' + ' | '.join(title for _, title, _ in ROUND_COLUMNS) + ' |',
+           '|' + '---:|' * len(ROUND_COLUMNS)]
+  for record in history:
+    cells = [fmt.format(record[key]) if record.get(key) is not None else '-' for key, _, fmt in ROUND_COLUMNS]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
 def plot_learning_curve(history: list[dict], path: pathlib.Path, title: str) -> None:
   """Test IoU and the head's Spearman against labels used."""
+  atomic_write_bytes(path, learning_curve_png(history, title))
+
+
+def learning_curve_png(history: list[dict], title: str) -> bytes:
   labels = [r['labels'] for r in history]
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
   axes[0].plot(labels, [r['iou'] for r in history], 'o-', label='test IoU')
@@ -111,14 +133,18 @@ def plot_learning_curve(history: list[dict], path: pathlib.Path, title: str) -> 
   axes[1].grid(alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
-  _save(fig, path)
+  return _png(fig)
 
 
-def _save(fig, path: pathlib.Path) -> None:
+def _png(fig) -> bytes:
   buf = io.BytesIO()
   fig.savefig(buf, dpi=110, format='png')
   plt.close(fig)
-  atomic_write_bytes(path, buf.getvalue())
+  return buf.getvalue()
+
+
+def _save(fig, path: pathlib.Path) -> None:
+  atomic_write_bytes(path, _png(fig))
 
 
 def plot_test_predictions(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, ids: np.ndarray,

@@ -133,19 +133,27 @@ these scenes are plain grids, one cell per chip stride: none is on a map.
 """
 
 
-def _heatmap(path, name, scene, records, priority, overlap, label: str) -> None:
-  in_scene = np.array([text(s) == name for s in records['scene']])
+def heat_grid(name: str, scene: dict, records: dict, priority: np.ndarray, overlap: int) -> tuple[np.ndarray, int]:
+  """The scene's chips' values on a grid of one cell per chip stride (the
+  highest where chips share a cell; NaN where none was scored), and the
+  stride in scene pixels."""
+  in_scene = np.array([text(s) == name for s in records['scene']], bool)
   windows = records['window'][in_scene]
   size = int(windows[0, 2]) if len(windows) else 1
   stride = max(1, size - overlap)
   rows, cols = -(-scene['height'] // stride), -(-scene['width'] // stride)
-  grid = np.full((1, rows, cols), np.nan, np.float32)
-  for (row, col, _, _), value in zip(windows, priority[in_scene]):
+  grid = np.full((rows, cols), np.nan, np.float32)
+  for (row, col, _, _), value in zip(windows, np.asarray(priority)[in_scene]):
     r, c = min(rows - 1, int(round(row / stride))), min(cols - 1, int(round(col / stride)))
-    grid[0, r, c] = max(value, np.nan_to_num(grid[0, r, c], nan=-np.inf))
+    grid[r, c] = max(value, np.nan_to_num(grid[r, c], nan=-np.inf))
+  return grid, stride
+
+
+def _heatmap(path, name, scene, records, priority, overlap, label: str) -> None:
+  grid, stride = heat_grid(name, scene, records, priority, overlap)
   crs = scene_crs(scene)
   transform = Affine(*scene['transform']) @ Affine.scale(stride)
-  write_geotiff(path, grid, crs, transform, nodata=float('nan'), description=label)
+  write_geotiff(path, grid[None], crs, transform, nodata=float('nan'), description=label)
 
 
 def text(value) -> str:

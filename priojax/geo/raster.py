@@ -29,6 +29,7 @@ import shapely.errors
 import shapely.geometry
 import shapely.validation
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from priojax.errors import DataError
@@ -221,6 +222,25 @@ def read_chip(src, window: Window, bands: Sequence[int], stats: BandStats,
   valid_fraction = 1.0 - float(invalid.mean())
   if 1.0 - valid_fraction > max_nodata:
     return None
+  return _stretched(data, stats), valid_fraction
+
+
+def read_overview(src, bands: Sequence[int], stats: BandStats, max_side: int) -> np.ndarray:
+  """The scene's first three bands as chips see them (uint8 [h, w, 3]),
+  decimated to at most ``max_side`` px a side: a picture of a whole scene
+  without reading it at full resolution."""
+  scale = max(1.0, max(src.height, src.width) / max_side)
+  shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+  rgb = tuple(bands)[:3]
+  data = _read(src, rgb, out_shape=(len(rgb), *shape), resampling=Resampling.average)
+  image = _stretched(data, BandStats(tuple(stats.low)[:len(rgb)], tuple(stats.high)[:len(rgb)]))
+  return image[..., :3]
+
+
+def _stretched(data: np.ma.MaskedArray, stats: BandStats) -> np.ndarray:
+  """[bands, h, w] raw values to uint8 [h, w, C] by the scene's percentiles
+  (nodata black, one band replicated to RGB)."""
+  invalid = np.ma.getmaskarray(data).any(axis=0)
   low = np.asarray(stats.low)[:, None, None]
   high = np.asarray(stats.high)[:, None, None]
   x = (np.nan_to_num(data.filled(low[:, 0, 0].mean()).astype(np.float64)) - low) / (high - low)
@@ -228,7 +248,7 @@ def read_chip(src, window: Window, bands: Sequence[int], stats: BandStats,
   image[:, invalid] = 0
   if image.shape[0] == 1:
     image = np.repeat(image, 3, axis=0)
-  return np.ascontiguousarray(image.transpose(1, 2, 0)), valid_fraction
+  return np.ascontiguousarray(image.transpose(1, 2, 0))
 
 
 def read_geojson(path: str | pathlib.Path) -> tuple[list[dict], CRS]:
