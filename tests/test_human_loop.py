@@ -21,6 +21,7 @@ from priojax.geo import export
 from priojax.geo import raster as geo
 from priojax.errors import DataError
 from priojax.checkpoints import RoundCheckpoints
+from priojax.review import page as review_page
 
 
 def test_export_import_round_trip_gives_the_same_mask(tmp_path):
@@ -88,6 +89,10 @@ def test_human_rounds_stop_import_and_continue(tmp_path, data_dir):
   assert (workdir / 'export' / 'round_1' / 'selected.geojson').exists()
   assert (workdir / 'annotations' / 'round_1').is_dir()
   assert not (workdir / 'labels').exists()
+  # The review page is there while the round waits: its picks, nothing labelled.
+  view = review_page.read_data(workdir / 'review.html')['view']
+  assert view['round'] == 1 and [p['id'] for p in view['picks']] == selected
+  assert view['scenes'][0]['truth'] is None and len(view['scenes'][0]['chips']) == 3
 
   # Rerunning without annotations waits again and changes nothing.
   assert loop.run(config, str(workdir)) == history

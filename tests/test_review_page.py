@@ -23,12 +23,6 @@ ASSETS = pathlib.Path(page.__file__).parent / 'assets'
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 
 
-def page_data(path: pathlib.Path) -> dict:
-  text = path.read_text()
-  block = re.search(r'<script id="review-data" type="application/json">(.*?)</script>', text, re.S)
-  return json.loads(block.group(1))
-
-
 def decode_png(uri: str) -> np.ndarray:
   assert uri.startswith('data:image/png;base64,')
   return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(',', 1)[1]))))
@@ -94,7 +88,7 @@ def test_page_is_one_self_contained_file(tmp_path):
   assert not re.search(r'\b(src|href)\s*=', markup)
   assert not re.search(r'url\((?!data:|#default#VML)', text)
   assert text.count('</script>') == 3  # Leaflet, the data block, the page script: nothing closes early
-  assert page_data(tmp_path / 'review.html')['view'] == view
+  assert page.read_data(tmp_path / 'review.html')['view'] == view
 
 
 # --- whole runs ------------------------------------------------------------
@@ -124,7 +118,7 @@ def benchmark_run(tmp_path_factory, smoke_config):
 
 @pytest.mark.slow
 def test_geotiff_page_shows_the_rounds_selection_on_its_scene(geotiff_run):
-  data = page_data(geotiff_run / 'review.html')
+  data = page.read_data(geotiff_run / 'review.html')
   selected = json.loads((geotiff_run / 'selected_round_2.json').read_text())
   view = data['view']
   assert view['round'] == 2 and [p['id'] for p in view['picks']] == selected['ids']
@@ -146,7 +140,7 @@ def test_geotiff_page_shows_the_rounds_selection_on_its_scene(geotiff_run):
 
 @pytest.mark.slow
 def test_benchmark_page_shows_picks_per_sub_population(benchmark_run):
-  data = page_data(benchmark_run / 'review.html')
+  data = page.read_data(benchmark_run / 'review.html')
   selected = json.loads((benchmark_run / 'selected_round_2.json').read_text())
   assert [p['id'] for p in data['view']['picks']] == selected['ids'] and not data['view']['scenes']
   metrics = [json.loads(line) for line in (benchmark_run / 'metrics.jsonl').read_text().splitlines()]

@@ -89,6 +89,12 @@ def load_view(workdir: pathlib.Path) -> dict | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
+def read_data(path: pathlib.Path) -> dict:
+  """The JSON block of a written page (what its script draws)."""
+  block = re.search(r'<script id="review-data" type="application/json">(.*?)</script>', path.read_text(), re.S)
+  return json.loads(block.group(1))
+
+
 def write(workdir: pathlib.Path, history: list[dict], *, title: str, config_line: str) -> pathlib.Path:
   """Writes ``review.html`` from the kept round picture and ``history``."""
   path = workdir / PAGE
