@@ -149,6 +149,8 @@ def tile_size_expected(config, size: int) -> str | None:
 # compute the same map from the same parameters; runs started before the
 # field existed used 'conv_transpose').
 _MAY_CHANGE = frozenset({'rounds.num_rounds', 'data.data_dir', 'allow_config_change', 'model.upsample'})
+# Sections that only shape what a run shows (review.html), never what it computes.
+_VIEW_ONLY = ('review.',)
 # Fields added since runs began, with the value that means what those runs did.
 _ADDED = {'model.encoder': 'none', 'model.encoder_weights': 'imagenet', 'model.encoder_lr_scale': 1.0}
 
@@ -170,7 +172,8 @@ def check_same_config(old: dict | None, new: dict, workdir) -> list[str]:
   if old is None:
     return []
   old, flat = {**_ADDED, **_flatten(old)}, _flatten(new)
-  changed = sorted(k for k in old.keys() | flat.keys() if old.get(k) != flat.get(k) and k not in _MAY_CHANGE)
+  changed = sorted(k for k in old.keys() | flat.keys() if old.get(k) != flat.get(k) and k not in _MAY_CHANGE
+                   and not k.startswith(_VIEW_ONLY))
   if changed and not new.get('allow_config_change', False):
     shown = ', '.join(f'{k}: {old.get(k)!r} -> {flat.get(k)!r}' for k in changed[:6])
     raise WorkdirError(f'workdir {workdir} was started with another config ({shown}'

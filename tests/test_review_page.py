@@ -224,3 +224,19 @@ def test_benchmark_page_in_chromium(browser, benchmark_run, tmp_path):
   assert tab.locator('.scene-map').count() == 0
   screenshot(tab, 'review_benchmark.png', tmp_path)
   assert errors == []
+
+
+def test_review_settings_may_change_between_starts_and_older_runs_resume():
+  from configs import iou_priority
+  from priojax.config_checks import check_same_config
+  from priojax.errors import WorkdirError
+
+  new = json.loads(iou_priority.get_config('smoke').to_json())
+  before_review = {k: v for k, v in new.items() if k != 'review'}  # a run started before the page existed
+  assert check_same_config(before_review, new, 'w') == []
+  smaller = json.loads(json.dumps(new))
+  smaller['review']['max_side'] = 64
+  assert check_same_config(new, smaller, 'w') == []
+  smaller['rounds']['k'] = 99  # what a run computes still may not change
+  with pytest.raises(WorkdirError, match='rounds.k'):
+    check_same_config(new, smaller, 'w')
