@@ -24,7 +24,7 @@ CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 
 
 def decode_png(uri: str) -> np.ndarray:
-  assert uri.startswith('data:image/png;base64,')
+  assert uri.startswith(('data:image/png;base64,', 'data:image/jpeg;base64,'))
   return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(',', 1)[1]))))
 
 
@@ -132,7 +132,7 @@ def test_geotiff_page_shows_the_rounds_selection_on_its_scene(geotiff_run):
   for pick in view['picks']:
     (chip,) = [c for c in scene['chips'] if c['id'] == pick['id']]
     assert chip['window'] == pick['window'] and pick['window'][2:] == [32, 32]
-  assert decode_png(scene['image']).shape == (96, 96, 3)
+  assert scene['image'].startswith('data:image/jpeg') and decode_png(scene['image']).shape == (96, 96, 3)
   truth = decode_png(scene['truth'])
   assert truth.shape == (96, 96, 4) and truth[..., 3].any()  # the pool's labels are drawn
   assert decode_png(scene['heat']).shape == (3, 3, 4)
