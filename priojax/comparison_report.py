@@ -79,6 +79,12 @@ def markdown(summary: dict) -> str:
                  'over seeds, ∞ = not within the budget.')
   else:
     lines.append(f'{seeds} seeds. No full-pool reference run.')
+  switches = [r for r in rows if 'switch_rounds' in r]
+  if switches:
+    lines.append('')
+    for r in switches:
+      shown = ', '.join('never' if s is None else str(s) for s in r['switch_rounds'])
+      lines.append(f'`{r["strategy"]}` picked by expected gain from round (per seed, in seed order): {shown}.')
   lines.extend(['', *picks_markdown(rows)])
   return '\n'.join(lines) + '\n'
 

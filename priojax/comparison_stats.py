@@ -81,6 +81,15 @@ def pick_counts(runs: list[list[dict]], names: list[str]) -> dict[str, list[floa
           for n in names}
 
 
+def switch_rounds(runs: list[list[dict]]) -> list[int | None] | None:
+  """Per seed, the first round a budget-aware strategy picked by expected
+  gain (its ``select/gain_phase`` metric; None: never within the budget);
+  None for a strategy that records no phase."""
+  if not any('select/gain_phase' in r for run in runs for r in run):
+    return None
+  return [next((int(r['round']) for r in run if r.get('select/gain_phase') == 1), None) for run in runs]
+
+
 def summarise(histories: dict[str, list[list[dict]]], reference: list[float],
               baseline: str = 'random') -> dict:
   """``histories``: strategy -> one metrics history per seed (same seeds,
@@ -108,6 +117,9 @@ def summarise(histories: dict[str, list[list[dict]]], reference: list[float],
         'select_ms_per_round': 1000 * _mean_cost(runs, 'select_seconds', per_tile=False),
         'picks': pick_counts(runs, names),
     }
+    switched = switch_rounds(runs)
+    if switched is not None:
+      row['switch_rounds'] = switched
     if base_aulc is not None and name != baseline and len(runs) > 1:  # no interval from one seed
       row['vs_baseline'] = paired_bootstrap(area, base_aulc)
     if len(ref) == len(runs):

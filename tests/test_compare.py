@@ -87,6 +87,19 @@ def test_summaries_on_hand_made_histories():
   assert 'vs_baseline' in a and 'vs_baseline' not in b
   md = comparison_report.markdown(summary)
   assert '| `a` |' in md and '(baseline)' in md and '| `a` | 0.0 (0.0/0.0) | 2.0 (1.5/0.5) |' in md
+  assert 'switch_rounds' not in a and 'by expected gain' not in md
+
+
+def test_a_budget_aware_strategys_switch_round_is_reported_per_seed():
+  phase = 'select/gain_phase'
+  histories = {'t': [_history((0.2, 0.6, 0.8), **{phase: (0.0, 1.0)}), _history((0.2, 0.4, 0.8), **{phase: (0.0, 0.0)}),
+                     _history((0.2, 0.4, 0.7), **{phase: (1.0, 1.0)})],
+               'random': [_history((0.2, 0.3, 0.4))] * 3}
+  summary = comparison_stats.summarise(histories, [])
+  (t,) = [r for r in summary['rows'] if r['strategy'] == 't']
+  assert t['switch_rounds'] == [2, None, 1]
+  assert '`t` picked by expected gain from round (per seed, in seed order): 2, never, 1.' in \
+      comparison_report.markdown(summary)
 
 
 def test_the_bootstrap_interval_is_over_paired_seeds():
