@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+import results_block
 import timing
 from priojax import mesh as mesh_lib
 from priojax.models import mobilenet_v2
@@ -114,4 +115,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(results_block.recorded(main))

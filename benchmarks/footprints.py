@@ -24,6 +24,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+import results_block
+
 from priojax.geo.spatial_index import BoxIndex, boxes_overlap
 
 _FOOTPRINTS = flags.DEFINE_integer('footprints', 100_000, 'Building footprints in the file.')
@@ -88,13 +90,18 @@ def run_form(form: str) -> tuple:
 def main(argv):
   del argv
   n, m = _FOOTPRINTS.value, _CHIPS.value
-  print(f'{n} footprints x {m} chips, {_QUERIES.value} per-chip lookups; each form in its own process')
+  print(f'{n:,} footprints x {m:,} chips, {_QUERIES.value:,} per-chip lookups; each form in its own process')
+  # A markdown table by hand: benchmarks/timing.py imports JAX, whose pages
+  # the forked forms would carry into their peak RSS.
+  print('\n| form | time (s) | peak RSS (MiB) | footprints on a chip | polygons found by the lookups |')
+  print('|---|---:|---:|---:|---:|')
   results = {}
   for form in (('dense',) if _DENSE.value else ()) + ('indexed',):
     name, seconds, peak, reach, found = run_form(form)
     results[name] = (seconds, peak, reach, found)
-    print(f'{name:8s} {seconds:8.2f} s   peak RSS {peak:8.0f} MiB   footprints on a chip {int(reach.sum())}, '
-          f'polygons found by the lookups {found}')
+    shown = {'dense': 'dense (every box against every chip)', 'indexed': 'STRtree (what priojax uses)'}[name]
+    print(f'| {shown} | {seconds:.2f} | {peak:,.0f} | {int(reach.sum()):,} | {found:,} |')
+  print()
   if 'dense' in results:
     (td, md, rd, fd), (ti, mi, ri, fi) = results['dense'], results['indexed']
     assert np.array_equal(rd, ri) and fd == fi, 'the two forms disagree'
@@ -102,4 +109,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(results_block.recorded(main))

@@ -48,6 +48,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+import results_block
 import timing
 from priojax import distributed
 from priojax import mesh as mesh_lib
@@ -245,4 +246,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(results_block.recorded(main))

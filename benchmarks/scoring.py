@@ -39,6 +39,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+import results_block
 import timing
 from priojax import compile_cache
 from priojax import mesh as mesh_lib
@@ -248,4 +249,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(results_block.recorded(main))

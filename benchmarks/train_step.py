@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+import results_block
 import timing
 from priojax import mesh as mesh_lib
 from bench_models import describe, priojax_networks, torch_model
@@ -172,4 +173,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(results_block.recorded(main))

@@ -70,9 +70,10 @@ def command_tokens(text: str) -> list[str]:
 
 @functools.cache
 def flags_of(target: str) -> frozenset[str]:
-  files = [ROOT / f'{target.replace(".", "/")}.py'] if target.startswith('experiments.') else [ROOT / target]
-  if target.startswith('experiments.'):
-    files.append(ROOT / 'experiments' / 'launch.py')
+  if target.startswith('experiments.'):  # a launcher, and the flags every launcher shares
+    files = [ROOT / f'{target.replace(".", "/")}.py', ROOT / 'experiments' / 'launch.py']
+  else:  # a benchmark, and --results_section
+    files = [ROOT / target, ROOT / 'benchmarks' / 'results_block.py']
   return frozenset(name for f in files for name in DEFINE.findall(f.read_text()))
 
 
