@@ -36,10 +36,10 @@ def run(config, workdir: str) -> None:
     results_page.marked_block(results, 'comparison', _SECTION.value)
   summary = compare.run_comparison(config, workdir)
   if _SECTION.value and distributed.is_main():
-    shown = [a for a in sys.argv[1:] if not a.startswith(('--workdir', '--results='))]
     readme = results.parent.parent / 'README.md'  # the page is docs/results.md beside it
     comparison_report.update_results(results, _SECTION.value, pathlib.Path(workdir), summary,
-                                     ' '.join(['python -m experiments.compare', *shown]), readme)
+                                     results_page.command('python -m experiments.compare', sys.argv[1:], results, ROOT),
+                                     readme)
 
 
 def main(argv):

@@ -17,7 +17,6 @@ command once they are in place); 2 for a bad config or bad input (one
 """
 
 import pathlib
-import shlex
 import sys
 
 from absl import app, flags
@@ -44,10 +43,9 @@ def main(argv):
   if loop.waiting_for_labels(history, _CONFIG.value):
     sys.exit(loop.EXIT_WAITING)
   if _SECTION.value and distributed.is_main():
-    shown = [shlex.quote(a) for a in sys.argv[1:] if not a.startswith(('--workdir', '--results='))]
     results_page.update_block(results, 'run', _SECTION.value, report.rounds_markdown(history),
-                             ' '.join(['python -m experiments.run', *shown]),
-                             {'learning_curve': pathlib.Path(_WORKDIR.value) / 'learning_curve.png'})
+                              results_page.command('python -m experiments.run', sys.argv[1:], results, ROOT),
+                              {'learning_curve': pathlib.Path(_WORKDIR.value) / 'learning_curve.png'})
 
 
 if __name__ == '__main__':

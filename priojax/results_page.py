@@ -10,6 +10,7 @@ ever copied by hand. The markers are checked before hours of work start.
 from __future__ import annotations
 
 import pathlib
+import shlex
 
 from priojax.atomic_io import atomic_path, atomic_write_text
 from priojax.errors import ConfigError
@@ -27,6 +28,17 @@ def marked_block(page: pathlib.Path, kind: str, section: str) -> tuple[str, str]
     raise ConfigError(f'{page}: --results_section={section}: expected one "{start}" ... "{end}" block')
   before, rest = text.split(start, 1)
   return before + start, end + rest.split(end, 1)[1]
+
+
+def command(head: str, argv: list[str], results: pathlib.Path, root: pathlib.Path) -> str:
+  """The command a block names: ``head`` and the run's arguments, without
+  its workdir (a reader's own) and with ``--results`` only where it is a page
+  of the checkout other than docs/results.md (a reader reruns it as shown)."""
+  results = results.resolve()
+  args = [shlex.quote(a) for a in argv if not a.startswith(('--workdir', '--results='))]
+  if results != (root / 'docs' / 'results.md').resolve() and results.is_relative_to(root):
+    args.append(f'--results={results.relative_to(root)}')
+  return ' '.join([head, *args])
 
 
 def has_block(page: pathlib.Path, kind: str, section: str) -> bool:
