@@ -108,12 +108,9 @@ def geotiff_run(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope='module')
-def benchmark_run(tmp_path_factory, smoke_config):
-  workdir = tmp_path_factory.mktemp('review_benchmark') / 'w'
-  config = smoke_config.copy_and_resolve_references()
-  config.rounds.update(k=6, num_rounds=2)
-  loop.run(config, str(workdir))
-  return workdir
+def benchmark_run(uninterrupted_run):
+  """The crash tests' reference: two smoke rounds through the launcher."""
+  return uninterrupted_run[0]
 
 
 @pytest.mark.slow

@@ -62,9 +62,11 @@ def history_rows(history: list[dict]) -> list[dict]:
   return rows
 
 
-def render(view: dict | None, history: list[dict], *, title: str, config_line: str) -> str:
+def render(view: dict | None, history: list[dict], *, title: str, config_line: str, curve: str | None = None) -> str:
+  """The page; ``curve``: the learning curve's PNG data URI, drawn from
+  ``history`` when not given."""
   data = {'title': title, 'config': config_line, 'history': history_rows(history), 'view': view,
-          'curve': curve_png(history, title) if history else None}
+          'curve': curve or (curve_png(history, title) if history else None)}
   shown = f'round {view["round"]}' if view else f'round {history[-1]["round"] if history else 0}'
   block = json.dumps(data, separators=(',', ':'), allow_nan=False).replace('</', '<\\/')
   template = (ASSETS / 'review.html').read_text()
@@ -95,8 +97,14 @@ def read_data(path: pathlib.Path) -> dict:
   return json.loads(block.group(1))
 
 
-def write(workdir: pathlib.Path, history: list[dict], *, title: str, config_line: str) -> pathlib.Path:
-  """Writes ``review.html`` from the kept round picture and ``history``."""
+def write(workdir: pathlib.Path, history: list[dict], *, title: str, config_line: str,
+          curve_file: pathlib.Path | None = None) -> pathlib.Path:
+  """Writes ``review.html`` from the kept round picture and ``history``;
+  ``curve_file``: the run's learning_curve.png when it shows ``history``
+  (inlined as it is rather than drawn again)."""
   path = workdir / PAGE
-  atomic_write_text(path, render(load_view(workdir), history, title=title, config_line=config_line))
+  curve = None
+  if curve_file is not None and curve_file.exists():
+    curve = 'data:image/png;base64,' + base64.b64encode(curve_file.read_bytes()).decode('ascii')
+  atomic_write_text(path, render(load_view(workdir), history, title=title, config_line=config_line, curve=curve))
   return path

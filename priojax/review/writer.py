@@ -63,7 +63,9 @@ class ReviewWriter:
       return
     if only_if_missing and (self.exp.workdir.path / page.PAGE).exists():
       return
-    page.write(self.exp.workdir.path, history, title=self.exp.title, config_line=self.config_line())
+    # The loop has just drawn this history's learning_curve.png.
+    page.write(self.exp.workdir.path, history, title=self.exp.title, config_line=self.config_line(),
+               curve_file=self.exp.workdir.learning_curve)
 
   def _history(self) -> list[dict]:
     """The committed history, from metrics.jsonl (what the round started from)."""
