@@ -27,7 +27,7 @@ The statistics, for a tile with predicted building probabilities p:
 * ``label_pred_iou_at_pick``: for the same tiles, the IoU head's prediction
   when it was picked (the ledger's ``pred_iou_at_pick``; -1 elsewhere).
 
-The last four come from the pool's records and the ledger (loop.py), not
+The last four come from the pool's records and the ledger (experiment.py), not
 from the network alone, and are not computed here.
 """
 

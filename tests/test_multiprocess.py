@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from conftest import HISTORY_FORMULA, ROOT, smoke_command, subprocess_env
 from configs import iou_priority
-from priojax import distributed, loop, mesh
+from priojax import distributed, experiment, mesh
 from priojax.checkpoints import RoundCheckpoints
 from priojax.train import Trainer
 
@@ -71,7 +71,7 @@ def state_template():
   """The smoke config's train state, replicated over this process's devices."""
   config = iou_priority.get_config('smoke')
   devices = mesh.make_mesh()
-  shapes = Trainer(loop.build_networks(config), devices).state_shapes(jax.random.key(0), config.data.tile_size)
+  shapes = Trainer(experiment.build_networks(config), devices).state_shapes(jax.random.key(0), config.data.tile_size)
   replicated = NamedSharding(devices, PartitionSpec())
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), shapes)
 
