@@ -209,16 +209,7 @@ def typiclust_picks(x: np.ndarray, ids: np.ndarray, selectable: np.ndarray, assi
     turn += 1
     if not left[cluster]:
       continue
-    if sizes[cluster] > SAMPLE:
-      if cluster not in members_of:
-        rows = np.flatnonzero(assign == cluster)
-        members_of[cluster] = rows, sampled_typicality(x[rows], ids[rows], K_NEIGHBOURS)
-      rows, typ = members_of[cluster]
-      keep = available[rows]
-      members, typ = rows[keep], typ[keep]
-    else:
-      members = np.flatnonzero((assign == cluster) & available)
-      typ = cluster_typicality(x[members], k=min(K_NEIGHBOURS, max(1, len(members) // 2)))
+    members, typ = available_typicality(x, ids, assign, cluster, available, int(sizes[cluster]), members_of)
     best = np.lexsort((ids[members], -typ))[0]
     positions.append(members[best])
     priorities.append(float(typ[best]))
@@ -234,17 +225,28 @@ def relative_typicality(x: np.ndarray, ids: np.ndarray, selectable: np.ndarray, 
   SAMPLE tiles against its sample), relative to the cluster's most typical."""
   ids = np.asarray(ids)
   out = np.zeros(len(x), np.float64)
+  sizes = np.bincount(assign)
   for cluster in np.unique(assign[selectable]):
-    if (assign == cluster).sum() > SAMPLE:
-      rows = np.flatnonzero(assign == cluster)
-      typ = sampled_typicality(x[rows], ids[rows], K_NEIGHBOURS)
-      keep = selectable[rows]
-      members, typ = rows[keep], typ[keep]
-    else:
-      members = np.flatnonzero((assign == cluster) & selectable)
-      typ = cluster_typicality(x[members], k=min(K_NEIGHBOURS, max(1, len(members) // 2)))
+    members, typ = available_typicality(x, ids, assign, cluster, selectable, int(sizes[cluster]), {})
     out[members] = typ / typ.max()
   return out
+
+
+def available_typicality(x: np.ndarray, ids: np.ndarray, assign: np.ndarray, cluster: int, available: np.ndarray,
+                         size: int, large: dict) -> tuple[np.ndarray, np.ndarray]:
+  """A cluster's available rows and their typicality, as TypiClust measures
+  it: among the cluster's available tiles, K = min(20, n // 2); a cluster
+  of more than SAMPLE tiles against its sample, computed once over all its
+  tiles and kept in ``large`` (cluster -> rows, typicality) for later picks."""
+  if size > SAMPLE:
+    if cluster not in large:
+      rows = np.flatnonzero(assign == cluster)
+      large[cluster] = rows, sampled_typicality(x[rows], ids[rows], K_NEIGHBOURS)
+    rows, typ = large[cluster]
+    keep = available[rows]
+    return rows[keep], typ[keep]
+  members = np.flatnonzero((assign == cluster) & available)
+  return members, cluster_typicality(x[members], k=min(K_NEIGHBOURS, max(1, len(members) // 2)))
 
 
 def kernel_width(embedding, ids) -> float:

@@ -159,9 +159,8 @@ def scene_views(inputs: RoundInputs, pool, scenes: dict, overlap: int, predict: 
   picked = {int(i): inputs.round for i in inputs.ids} | {int(i): int(r) for i, r in inputs.earlier.items()}
   if picked.keys() - where.keys():  # labelled tiles are scored too; read any that were not
     extra = np.array(sorted(picked.keys() - where.keys()), np.int64)
-    cols = pool.columns(('scene', 'window'))
     rows = pool.positions_of(extra)
-    where |= {int(i): (export.text(s), w) for i, s, w in zip(extra, cols['scene'][rows], cols['window'][rows])}
+    where |= {int(i): (export.text(s), w) for i, s, w in zip(extra, records['scene'][rows], records['window'][rows])}
   if truth.keys() - where.keys():
     truth = {i: m for i, m in truth.items() if i in where}
 
