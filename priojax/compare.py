@@ -23,7 +23,7 @@ import time
 
 from absl import logging
 
-from priojax import comparison_report, comparison_stats, distributed, loop, priority
+from priojax import comparison_report, comparison_stats, comparison_time, distributed, loop, priority
 from priojax.data import loading
 from priojax.config_checks import set_field
 from priojax.errors import ConfigError
@@ -121,6 +121,8 @@ def run_comparison(config, workdir: str) -> dict:
   title = loading.data_name(base).removeprefix('the ')
   histories: dict[str, list[list[dict]]] = {}
   reference: list[float] = []
+  pretrained: list[list[dict]] = []  # each source model's history, for the time table
+  references: list[list[dict]] = []
   summary: dict = {}
   progress = Progress(len(seeds), len(strategies), base.rounds.num_rounds, config.reference,
                       1 if shared else len(seeds))
@@ -133,7 +135,7 @@ def run_comparison(config, workdir: str) -> dict:
       progress.start(f'seed {seed} · source model')
       logging.info('[compare] seed %d: source model', seed)
       started = time.perf_counter()
-      _run(base, pretrain, seed=seeds[0] if shared else seed, **{'rounds.num_rounds': 0})
+      pretrained.append(_run(base, pretrain, seed=seeds[0] if shared else seed, **{'rounds.num_rounds': 0}))
       progress.pretrained(time.perf_counter() - started)
     data = {'data.split_seed': seeds[0]} if shared else {}
     for name in strategies:
@@ -153,8 +155,10 @@ def run_comparison(config, workdir: str) -> dict:
                     'rounds.num_rounds': 1, 'rounds.k': 0, 'head.holdout_fraction': 0.0,
                     'finetune.steps': base.finetune.steps * max(1, base.rounds.num_rounds)})
       reference.append(ref[-1]['iou'])
+      references.append(ref)
     # Written after every seed, so a long comparison shows its numbers early.
     summary = comparison_stats.summarise(histories, reference)
+    summary['time'] = comparison_time.time_spent(histories, pretrained, references)
     if distributed.is_main():
       comparison_report.write_outputs(wd.path, summary, title)
     logging.info('[compare] seed %d done: %s', seed, wd.path / 'comparison.md')

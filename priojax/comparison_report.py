@@ -13,7 +13,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from priojax import results_page  # noqa: E402
+from priojax import comparison_time, results_page  # noqa: E402
 from priojax.atomic_io import atomic_path, atomic_write_text  # noqa: E402
 from priojax.comparison_stats import spread  # noqa: E402
 
@@ -86,6 +86,8 @@ def markdown(summary: dict) -> str:
       shown = ', '.join('never' if s is None else str(s) for s in r['switch_rounds'])
       lines.append(f'`{r["strategy"]}` picked by expected gain from round (per seed, in seed order): {shown}.')
   lines.extend(['', *picks_markdown(rows)])
+  if summary.get('time'):
+    lines.extend(['', *comparison_time.markdown(summary['time'])])
   return '\n'.join(lines) + '\n'
 
 

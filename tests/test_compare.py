@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, subprocess_env
-from priojax import compare, comparison_report, comparison_stats, compile_cache, priority, tile_stats
+from priojax import compare, comparison_report, comparison_stats, comparison_time, compile_cache, priority, tile_stats
 from priojax.errors import ConfigError, SelectionError
 
 
@@ -43,6 +43,11 @@ def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
   assert all(0.0 <= float(r['iou@6']) <= 1.0 for r in table)
   md = (tmp_path / 'cmp' / 'comparison.md').read_text()
   assert '| `iou_gain` |' in md and 'Full-pool reference IoU' in md and 'Labelled tiles per stratum' in md
+  # Where the time went: one source model, every strategy's rounds, the reference.
+  parts = {p['part']: p['count'] for p in summary['time']['parts']}
+  rounds = config.base.rounds.num_rounds * len(config.strategies)
+  assert parts['pretraining a source model'] == 1 and parts['full-pool reference run'] == 1
+  assert parts['fine-tuning the U-Net'] == rounds and 'Where the time went' in md
   assert (tmp_path / 'cmp' / 'learning_curves.png').stat().st_size > 5000
   assert (tmp_path / 'cmp' / 'picks.png').stat().st_size > 5000
   # The reference trains on every pool label in one round (rounds.k=0), none held out.
@@ -57,7 +62,7 @@ def test_compare_smoke_writes_table_csv_and_plot(tmp_path, data_dir):
   assert len({r['iou_mean'][0] for r in summary['rows']}) == 1
   # Resuming a finished comparison recomputes nothing and gives the same table.
   again = compare.run_comparison(config, str(tmp_path / 'cmp'))
-  assert again['rows'] == summary['rows']
+  assert again['rows'] == summary['rows'] and again['time'] == summary['time']
 
 
 def _history(ious, **extra):
@@ -100,6 +105,43 @@ def test_a_budget_aware_strategys_switch_round_is_reported_per_seed():
   assert t['switch_rounds'] == [2, None, 1]
   assert '`t` picked by expected gain from round (per seed, in seed order): 2, never, 1.' in \
       comparison_report.markdown(summary)
+
+
+def _timed(rounds):
+  """A history whose rounds took ``rounds`` = [(finetune, round), ...] seconds."""
+  return [{'round': 0, 'finetune_seconds': 100.0}] + [
+      {'round': r, 'finetune_seconds': ft, 'head_seconds': 1.0, 'score_seconds': 2.0, 'reference_seconds': 0.0,
+       'select_seconds': 0.5, 'eval_seconds': 0.5, 'round_seconds': total} for r, (ft, total) in enumerate(rounds, 1)]
+
+
+def test_where_the_time_went_counts_medians_so_a_paused_round_does_not():
+  # Strategy 'slow': fine-tuning 20 s a round, and one round paused for 1,000 s
+  # inside its fine-tuning; 'fast': 10 s. Every round has 1 s outside its steps.
+  slow = [_timed([(20, 25), (20, 25)]), _timed([(1020, 1025), (20, 25)])]
+  fast = [_timed([(10, 15), (10, 15)])] * 2
+  pretrain = [[{'round': 0, 'finetune_seconds': s}] for s in (100.0, 120.0, 5000.0)]
+  reference = [[{'round': 0}, {'round': 1, 'round_seconds': s}] for s in (60.0, 70.0, 80.0)]
+  spent = comparison_time.time_spent({'slow': slow, 'fast': fast}, pretrain, reference)
+  parts = {p['part']: p for p in spent['parts']}
+  assert parts['pretraining a source model']['median_seconds'] == 120.0
+  assert parts['pretraining a source model']['minutes'] == pytest.approx(3 * 120 / 60)
+  tuning = parts['fine-tuning the U-Net']
+  assert tuning['count'] == 8 and tuning['minutes'] == pytest.approx((4 * 20 + 4 * 10) / 60)
+  assert tuning['recorded_minutes'] == pytest.approx((1000 + 4 * 20 + 4 * 10) / 60)
+  assert parts[comparison_time.REST]['minutes'] == pytest.approx(8 * 1.0 / 60)
+  assert parts['full-pool reference run']['minutes'] == pytest.approx(3 * 70 / 60)
+  assert 'embedding the source tiles (diversity strategies)' not in parts or \
+      parts['embedding the source tiles (diversity strategies)']['minutes'] == 0.0
+  per_round = 20 + 1 + 2 + 0.5 + 0.5 + 1
+  assert [s['strategy'] for s in spent['per_strategy']] == ['slow', 'fast']
+  assert spent['per_strategy'][0]['minutes'] == pytest.approx(4 * per_round / 60)
+  assert spent['minutes'] == pytest.approx(sum(p['minutes'] for p in spent['parts']))
+  assert spent['recorded_minutes'] - spent['minutes'] == pytest.approx((1000 + (5220 - 3 * 120)) / 60)
+  histories = {'slow': [_history((0.2, 0.5, 0.6))] * 2, 'random': [_history((0.2, 0.3, 0.4))] * 2}
+  summary = {**comparison_stats.summarise(histories, []), 'time': spent}
+  md = comparison_report.markdown(summary)
+  assert f'| fine-tuning the U-Net | 8 | 15.0 | {120 / 60:.1f} |' in md
+  assert 'Most costly strategies (their rounds, every seed): `slow` 2 min, `fast` 1 min.' in md
 
 
 def test_the_bootstrap_interval_is_over_paired_seeds():
