@@ -48,12 +48,30 @@ def table_csv(summary: dict) -> str:
   return out.getvalue()
 
 
+def _interval(d: float, lo: float, hi: float) -> str:
+  mark = ' **>0**' if lo > 0 else (' **<0**' if hi < 0 else '')
+  return f'{d:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}'
+
+
 def _vs_cell(r: dict, base: str) -> str:
   if 'vs_baseline' not in r:
     return '(baseline)' if r['strategy'] == base else ''
-  d, lo, hi = r['vs_baseline']
-  mark = ' **>0**' if lo > 0 else (' **<0**' if hi < 0 else '')
-  return f'{d:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}'
+  return _interval(*r['vs_baseline'])
+
+
+def anchors_markdown(summary: dict) -> list[str]:
+  """Every strategy paired against each low-budget anchor that ran."""
+  anchors = summary.get('anchors') or []
+  rows = [r for r in summary['rows'] if r.get('vs_anchors')]
+  if not anchors or not rows:
+    return []
+  lines = ['Paired against the low-budget anchors (AULC difference, 95 % CI over seeds):', '',
+           '| strategy | ' + ' | '.join(f'AULC − {a} [95 % CI]' for a in anchors) + ' |',
+           '|' + '---|' * (len(anchors) + 1)]
+  for r in rows:
+    cells = [_interval(*r['vs_anchors'][a]) if a in r['vs_anchors'] else '(anchor)' for a in anchors]
+    lines.append(f'| `{r["strategy"]}` | ' + ' | '.join(cells) + ' |')
+  return lines
 
 
 def markdown(summary: dict) -> str:
@@ -79,6 +97,9 @@ def markdown(summary: dict) -> str:
                  'over seeds, ∞ = not within the budget.')
   else:
     lines.append(f'{seeds} seeds. No full-pool reference run.')
+  anchored = anchors_markdown(summary)
+  if anchored:
+    lines.extend(['', *anchored])
   switches = [r for r in rows if 'switch_rounds' in r]
   if switches:
     lines.append('')

@@ -10,6 +10,8 @@ seed from its own source model, shared by all strategies of that seed):
   AULC_strategy(s) - AULC_random(s) on the same seed and source model, its
   mean and a 95 % percentile bootstrap interval over seeds (the seeds are
   resampled as pairs, so the source model's luck cancels);
+* the same paired difference to each low-budget anchor that ran
+  (``ANCHORS``: TypiClust, foreground-aware random);
 * labels to reach 95 % of the full-pool reference, per seed against that
   seed's reference: the first budget whose IoU reaches it (``inf`` when
   none does), reported as median [min, max];
@@ -90,19 +92,27 @@ def switch_rounds(runs: list[list[dict]]) -> list[int | None] | None:
   return [next((int(r['round']) for r in run if r.get('select/gain_phase') == 1), None) for run in runs]
 
 
+# The strongest honest baselines at low budgets besides random: every
+# strategy is also paired against these where the comparison ran them.
+ANCHORS = ('typiclust', 'fg_random')
+
+
+def _aulc_per_seed(runs: list[list[dict]]) -> np.ndarray:
+  return aulc([r['labels'] for r in runs[0]], np.array([[r['iou'] for r in run] for run in runs]))
+
+
 def summarise(histories: dict[str, list[list[dict]]], reference: list[float],
-              baseline: str = 'random') -> dict:
+              baseline: str = 'random', anchors: tuple[str, ...] = ANCHORS) -> dict:
   """``histories``: strategy -> one metrics history per seed (same seeds,
   same order for every strategy); ``reference``: the full-pool reference
-  IoU of each seed (may be empty)."""
+  IoU of each seed (may be empty). Each strategy is paired against
+  ``baseline`` and against each of ``anchors`` that ran."""
   seeds = {len(runs) for runs in histories.values()}
   if len(seeds) != 1:
     raise ValueError(f'strategies ran different numbers of seeds: { {k: len(v) for k, v in histories.items()} }')
   ref = np.asarray(reference, np.float64)
-  base_aulc = None
-  if baseline in histories:
-    base_runs = histories[baseline]
-    base_aulc = aulc([r['labels'] for r in base_runs[0]], np.array([[r['iou'] for r in run] for run in base_runs]))
+  base_aulc = _aulc_per_seed(histories[baseline]) if baseline in histories else None
+  anchor_aulc = {a: _aulc_per_seed(histories[a]) for a in anchors if a in histories and a != baseline}
   rows = []
   names = strata(histories)
   for name, runs in histories.items():
@@ -122,12 +132,14 @@ def summarise(histories: dict[str, list[list[dict]]], reference: list[float],
       row['switch_rounds'] = switched
     if base_aulc is not None and name != baseline and len(runs) > 1:  # no interval from one seed
       row['vs_baseline'] = paired_bootstrap(area, base_aulc)
+    if len(runs) > 1:
+      row['vs_anchors'] = {a: paired_bootstrap(area, v) for a, v in anchor_aulc.items() if a != name}
     if len(ref) == len(runs):
       reach = labels_to_reach(labels, iou, 0.95 * ref)
       row['labels_to_95'] = reach.tolist()
     rows.append(row)
   rows.sort(key=lambda r: -r['aulc_mean'])
-  return {'rows': rows, 'baseline': baseline, 'reference_runs': ref.tolist(),
+  return {'rows': rows, 'baseline': baseline, 'anchors': list(anchor_aulc), 'reference_runs': ref.tolist(),
           'reference_iou': float(ref.mean()) if len(ref) else float('nan')}
 
 

@@ -144,6 +144,28 @@ def test_where_the_time_went_counts_medians_so_a_paused_round_does_not():
   assert 'Most costly strategies (their rounds, every seed): `slow` 2 min, `fast` 1 min.' in md
 
 
+def test_every_strategy_is_also_paired_against_typiclust_and_foreground_random():
+  seed_level = np.array([0.50, 0.70, 0.55, 0.80, 0.62])
+  hist = lambda v: [{'round': 0, 'labels': 0, 'iou': v}, {'round': 1, 'labels': 10, 'iou': v}]
+  arms = {'random': seed_level, 'typiclust': seed_level + 0.02, 'fg_random': seed_level + 0.01,
+          's': seed_level + np.array([0.030, 0.028, 0.031, 0.012, 0.029])}
+  summary = comparison_stats.summarise({k: [hist(v) for v in a] for k, a in arms.items()}, [])
+  assert summary['anchors'] == ['typiclust', 'fg_random']
+  rows = {r['strategy']: r for r in summary['rows']}
+  for anchor in summary['anchors']:
+    assert rows['s']['vs_anchors'][anchor] == pytest.approx(comparison_stats.paired_bootstrap(arms['s'], arms[anchor]))
+  assert set(rows['typiclust']['vs_anchors']) == {'fg_random'}
+  lo, hi = rows['s']['vs_anchors']['typiclust'][1:]
+  assert lo < 0 < hi  # one seed 0.008 below TypiClust: the interval straddles zero
+  assert rows['s']['vs_anchors']['fg_random'][1] > 0
+  md = comparison_report.markdown(summary)
+  assert '| strategy | AULC − typiclust [95 % CI] | AULC − fg_random [95 % CI] |' in md
+  assert '| `typiclust` | (anchor) | +0.010 [+0.010, +0.010] **>0** |' in md
+  # Without the anchors in the comparison, no such table.
+  plain = comparison_stats.summarise({k: [hist(v) for v in arms[k]] for k in ('random', 's')}, [])
+  assert 'low-budget anchors' not in comparison_report.markdown(plain)
+
+
 def test_the_bootstrap_interval_is_over_paired_seeds():
   """Seeds differ a lot (source models of different luck); the strategy is
   always 0.01 better on the same seed. Paired, the interval is tight and
