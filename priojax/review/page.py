@@ -33,12 +33,15 @@ HISTORY_KEYS = ('round', 'labels', 'iou', 'f1', 'mean_tile_iou', 'head_spearman'
                 'picked_with_buildings', 'round_seconds')
 
 
+def png_data_uri(png: bytes) -> str:
+  return 'data:image/png;base64,' + base64.b64encode(png).decode('ascii')
+
+
 @functools.cache
 def _leaflet_css() -> str:
   css = (ASSETS / 'leaflet' / 'leaflet.css').read_text()
   for name in ('layers.png', 'layers-2x.png'):
-    data = base64.b64encode((ASSETS / 'leaflet' / 'images' / name).read_bytes()).decode('ascii')
-    css = css.replace(f'url(images/{name})', f'url(data:image/png;base64,{data})')
+    css = css.replace(f'url(images/{name})', f'url({png_data_uri((ASSETS / "leaflet" / "images" / name).read_bytes())})')
   return css.replace('url(images/marker-icon.png)', 'none')  # no markers: nothing to fetch
 
 
@@ -49,8 +52,7 @@ def _script(text: str) -> str:
 def curve_png(history: list[dict], title: str) -> str:
   """The learning curve and head quality as a PNG data URI (the same plot
   as the workdir's learning_curve.png)."""
-  png = report.learning_curve_png(history, title)
-  return 'data:image/png;base64,' + base64.b64encode(png).decode('ascii')
+  return png_data_uri(report.learning_curve_png(history, title))
 
 
 def history_rows(history: list[dict]) -> list[dict]:
@@ -103,8 +105,6 @@ def write(workdir: pathlib.Path, history: list[dict], *, title: str, config_line
   ``curve_file``: the run's learning_curve.png when it shows ``history``
   (inlined as it is rather than drawn again)."""
   path = workdir / PAGE
-  curve = None
-  if curve_file is not None and curve_file.exists():
-    curve = 'data:image/png;base64,' + base64.b64encode(curve_file.read_bytes()).decode('ascii')
+  curve = png_data_uri(curve_file.read_bytes()) if curve_file is not None and curve_file.exists() else None
   atomic_write_text(path, render(load_view(workdir), history, title=title, config_line=config_line, curve=curve))
   return path

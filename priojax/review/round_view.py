@@ -58,19 +58,21 @@ class RoundInputs:
   strata: np.ndarray  # [k] each pick's sub-population or scene name
 
 
+def _image_uri(pixels: np.ndarray, fmt: str, **options) -> str:
+  buf = io.BytesIO()
+  Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format=fmt, **options)
+  return f'data:image/{fmt.lower()};base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
+
+
 def png_uri(pixels: np.ndarray) -> str:
   """uint8 [h, w], [h, w, 3] or [h, w, 4] as a PNG data URI."""
-  buf = io.BytesIO()
-  Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format='PNG', optimize=True)
-  return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
+  return _image_uri(pixels, 'PNG', optimize=True)
 
 
 def jpeg_uri(pixels: np.ndarray, quality: int = 85) -> str:
   """uint8 [h, w, 3] as a JPEG data URI: a photograph of a scene is several
   times smaller than as PNG, and the overlays on it keep their PNG alpha."""
-  buf = io.BytesIO()
-  Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format='JPEG', quality=quality)
-  return 'data:image/jpeg;base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
+  return _image_uri(pixels, 'JPEG', quality=quality)
 
 
 def thumbnail(image: np.ndarray, side: int) -> str:
