@@ -32,6 +32,7 @@ line is the end-to-end ratio for ``iou``.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -217,7 +218,8 @@ def main(argv):
     print(f'torch {torch.__version__}, {torch.get_num_threads()} intra-op threads')
   bcfg = builders.make_builder_config(tile_size=_TILE.value, seed=0, num_source_train=1, num_source_val=1,
                                       num_target_pool=pool_size, num_target_test=1)
-  pool = TileSource(builders.load_crisis_bench(bcfg, _DATA_DIR.value)['target_pool'], 'target_pool')
+  with contextlib.redirect_stdout(sys.stderr):  # TFDS announces a first build on stdout; not a figure of the run
+    pool = TileSource(builders.load_crisis_bench(bcfg, _DATA_DIR.value)['target_pool'], 'target_pool')
   images = pool.read(np.arange(min(len(pool), _BATCH.value)))['image']
   print(f'{describe(_ENCODER.value, _DEPTH.value)}, width {_WIDTH.value}, {_TILE.value} px tiles, TFDS pool of '
         f'{len(pool)}, batch {_BATCH.value}, {mesh.devices.size} XLA device(s), MC passes {_MC.value}'
