@@ -14,7 +14,6 @@ commits, and after a resume, without recomputing anything.
 
 from __future__ import annotations
 
-import base64
 import functools
 import html
 import json
@@ -23,6 +22,7 @@ import re
 
 from priojax import report
 from priojax.atomic_io import atomic_write_json, atomic_write_text
+from priojax.review.round_view import data_uri
 
 ASSETS = pathlib.Path(__file__).parent / 'assets'
 PAGE = 'review.html'
@@ -33,15 +33,11 @@ HISTORY_KEYS = ('round', 'labels', 'iou', 'f1', 'mean_tile_iou', 'head_spearman'
                 'picked_with_buildings', 'round_seconds')
 
 
-def png_data_uri(png: bytes) -> str:
-  return 'data:image/png;base64,' + base64.b64encode(png).decode('ascii')
-
-
 @functools.cache
 def _leaflet_css() -> str:
   css = (ASSETS / 'leaflet' / 'leaflet.css').read_text()
   for name in ('layers.png', 'layers-2x.png'):
-    css = css.replace(f'url(images/{name})', f'url({png_data_uri((ASSETS / "leaflet" / "images" / name).read_bytes())})')
+    css = css.replace(f'url(images/{name})', f'url({data_uri((ASSETS / "leaflet" / "images" / name).read_bytes())})')
   return css.replace('url(images/marker-icon.png)', 'none')  # no markers: nothing to fetch
 
 
@@ -52,7 +48,7 @@ def _script(text: str) -> str:
 def curve_png(history: list[dict], title: str) -> str:
   """The learning curve and head quality as a PNG data URI (the same plot
   as the workdir's learning_curve.png)."""
-  return png_data_uri(report.learning_curve_png(history, title))
+  return data_uri(report.learning_curve_png(history, title))
 
 
 def history_rows(history: list[dict]) -> list[dict]:
@@ -105,6 +101,6 @@ def write(workdir: pathlib.Path, history: list[dict], *, title: str, config_line
   ``curve_file``: the run's learning_curve.png when it shows ``history``
   (inlined as it is rather than drawn again)."""
   path = workdir / PAGE
-  curve = png_data_uri(curve_file.read_bytes()) if curve_file is not None and curve_file.exists() else None
+  curve = data_uri(curve_file.read_bytes()) if curve_file is not None and curve_file.exists() else None
   atomic_write_text(path, render(load_view(workdir), history, title=title, config_line=config_line, curve=curve))
   return path

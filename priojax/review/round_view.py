@@ -58,10 +58,15 @@ class RoundInputs:
   strata: np.ndarray  # [k] each pick's sub-population or scene name
 
 
+def data_uri(data: bytes, fmt: str = 'png') -> str:
+  """An encoded image's bytes as a data URI (``fmt``: png or jpeg)."""
+  return f'data:image/{fmt.lower()};base64,' + base64.b64encode(data).decode('ascii')
+
+
 def _image_uri(pixels: np.ndarray, fmt: str, **options) -> str:
   buf = io.BytesIO()
   Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format=fmt, **options)
-  return f'data:image/{fmt.lower()};base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
+  return data_uri(buf.getvalue(), fmt)
 
 
 def png_uri(pixels: np.ndarray) -> str:
