@@ -42,7 +42,7 @@ def test_smoke_one_round_in_process(tmp_path, smoke_config):
   assert (workdir / 'learning_curve.png').stat().st_size > 1000
   assert list((workdir / 'tb').glob('events.out.tfevents.*'))
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == ['0', '1']
-  assert json.loads((workdir / 'config.json').read_text())['priority']['name'] == 'iou'
+  assert json.loads((workdir / 'config.json').read_text())['priority']['name'] == 'typical_gain'  # the main job's
   # Rerunning a finished workdir does nothing new and keeps the same history.
   again = loop.run(smoke_config, str(workdir))
   assert again == history
