@@ -100,36 +100,40 @@ def synthetic_stats(n: int, dim: int, seed: int = 0) -> PoolStats:
   uniform = lambda *shape: rng.random(shape, dtype=np.float32)  # noqa: E731
   columns = {'pred_iou': uniform(n), 'pred_loss': uniform(n), 'fg_fraction': uniform(n),
              'embedding': embedding, 'badge': rng.standard_normal((n, 16), dtype=np.float32),
-             'stratum': rng.integers(0, 8, n), 'label_iou': np.full(n, -1.0, np.float32),
-             'label_iou_at_pick': np.full(n, -1.0, np.float32)}
+             'stratum': rng.integers(0, 8, n)}
+  for name in tile_stats.LABEL_STATS:  # -1: not labelled (selection_contexts labels some)
+    columns[name] = np.full(n, -1.0, np.float32)
   for name in tile_stats.MAP_STATS + tile_stats.MC_STATS:
     columns[name] = uniform(n)
   return PoolStats(ids, **columns)
 
 
 def selection_contexts(stats: PoolStats, k: int, seed: int = 0):
-  """(context, context with power acquisition) over ``stats``: LABELLED
-  tiles labelled (their IoUs known), a source reference set, one round of
-  history."""
+  """(stats, context, context with power acquisition): LABELLED tiles of
+  ``stats`` labelled (their IoUs known, and the head's prediction when
+  they were picked), a source reference set, one round of history. The
+  stats are read-only, as in a run: the labelled copy is new."""
   rng = np.random.default_rng(seed + 1)
   n, dim = stats.embedding.shape
   selectable = np.ones(n, bool)
   labelled = rng.choice(n, min(LABELLED, n - k), replace=False)
   selectable[labelled] = False
-  stats.label_iou[labelled] = rng.random(len(labelled))
-  stats.label_iou_at_pick[labelled] = rng.random(len(labelled))
+  known = {}
+  for name in tile_stats.LABEL_STATS:
+    known[name] = np.array(stats[name])
+    known[name][labelled] = rng.random(len(labelled))
+  stats = stats.replace(**known)
   reference = stats.embedding[rng.choice(n, REFERENCE)] + rng.standard_normal((REFERENCE, dim), dtype=np.float32)
   history = (stats.pred_iou + 0.1 * rng.standard_normal(n, dtype=np.float32))[None]
   base = dict(k=k, rng=jax.random.key(seed), selectable=selectable, reference_embedding=reference,
               history=history)
-  return (priority.SelectionContext(hparams={}, **base),
+  return (stats, priority.SelectionContext(hparams={}, **base),
           priority.SelectionContext(hparams={'acquisition': 'power'}, **base))
 
 
 def time_selection(n: int, k: int, dim: int) -> tuple[dict, str]:
   """{formula: (first call s, next call s)} and a digest of every pick."""
-  stats = synthetic_stats(n, dim)
-  ctx, power = selection_contexts(stats, k)
+  stats, ctx, power = selection_contexts(synthetic_stats(n, dim), k)
   cases = [(name, ctx) for name in priority.names()] + [('iou+power', power)]
   times, digest = {}, hashlib.sha256()
   for name, c in cases:
