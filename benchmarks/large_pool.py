@@ -36,7 +36,6 @@ each prints its line of results (RESULT {json}).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -45,20 +44,19 @@ import sys
 import time
 
 import jax
-import numpy as np
 from absl import app, flags
 
 import results_block
 import timing
-from priojax import distributed
+from selection_timing import FIRST_ID, LABELLED, time_selection
+from priojax import distributed, tile_stats
 from priojax import mesh as mesh_lib
-from priojax import priority, selection, tile_stats
 from priojax.data.generated import GeneratedPool
 from priojax.data.pool import TileSource
 from priojax.models.heads import iou_head
 from priojax.models.networks import Networks
 from priojax.models.unet import UNet
-from priojax.scoring import PoolStats, Scorer
+from priojax.scoring import Scorer
 
 _POOLS = flags.DEFINE_list('pools', ['10000', '100000', '1000000'], 'Pool sizes (tiles).')
 _PROCESSES = flags.DEFINE_list('processes', ['1', '2'], 'Process counts.')
@@ -83,70 +81,6 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'Worker: process 0
 _AUTO = flags.DEFINE_bool('distributed_auto', False, 'Worker: let jax.distributed read the cluster '
                           '(Cloud TPU, SLURM) instead of the three flags above.')
 _DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Worker: XLA CPU devices (0: one per core; CPU only).')
-
-LABELLED = 200
-REFERENCE = 1000
-CLUSTERS = 64
-FIRST_ID = 2 ** 33  # ids beyond 32 bits, as a region's tile ids can be
-
-
-def synthetic_stats(n: int, dim: int, seed: int = 0) -> PoolStats:
-  """Statistics of every kind a formula reads, for ``n`` tiles."""
-  rng = np.random.default_rng(seed)
-  ids = FIRST_ID + np.arange(n, dtype=np.int64)
-  centres = rng.normal(0, 3, (CLUSTERS, dim)).astype(np.float32)
-  embedding = centres[rng.integers(0, CLUSTERS, n)]
-  embedding += rng.standard_normal((n, dim), dtype=np.float32)
-  uniform = lambda *shape: rng.random(shape, dtype=np.float32)  # noqa: E731
-  columns = {'pred_iou': uniform(n), 'pred_loss': uniform(n), 'fg_fraction': uniform(n),
-             'embedding': embedding, 'badge': rng.standard_normal((n, 16), dtype=np.float32),
-             'stratum': rng.integers(0, 8, n)}
-  for name in tile_stats.LABEL_STATS:  # -1: not labelled (selection_contexts labels some)
-    columns[name] = np.full(n, -1.0, np.float32)
-  for name in tile_stats.MAP_STATS + tile_stats.MC_STATS:
-    columns[name] = uniform(n)
-  return PoolStats(ids, **columns)
-
-
-def selection_contexts(stats: PoolStats, k: int, seed: int = 0):
-  """(stats, context, context with power acquisition): LABELLED tiles of
-  ``stats`` labelled (their IoUs known, and the head's prediction when
-  they were picked), a source reference set, one round of history. The
-  stats are read-only, as in a run: the labelled copy is new."""
-  rng = np.random.default_rng(seed + 1)
-  n, dim = stats.embedding.shape
-  selectable = np.ones(n, bool)
-  labelled = rng.choice(n, min(LABELLED, n - k), replace=False)
-  selectable[labelled] = False
-  known = {}
-  for name in tile_stats.LABEL_STATS:
-    known[name] = np.array(stats[name])
-    known[name][labelled] = rng.random(len(labelled))
-  stats = stats.replace(**known)
-  reference = stats.embedding[rng.choice(n, REFERENCE)] + rng.standard_normal((REFERENCE, dim), dtype=np.float32)
-  history = (stats.pred_iou + 0.1 * rng.standard_normal(n, dtype=np.float32))[None]
-  base = dict(k=k, rng=jax.random.key(seed), selectable=selectable, reference_embedding=reference,
-              history=history)
-  return (stats, priority.SelectionContext(hparams={}, **base),
-          priority.SelectionContext(hparams={'acquisition': 'power'}, **base))
-
-
-def time_selection(n: int, k: int, dim: int) -> tuple[dict, str]:
-  """{formula: (first call s, next call s)} and a digest of every pick."""
-  stats, ctx, power = selection_contexts(synthetic_stats(n, dim), k)
-  cases = [(name, ctx) for name in priority.names()] + [('iou+power', power)]
-  times, digest = {}, hashlib.sha256()
-  for name, c in cases:
-    formula = priority.get(name.split('+')[0])
-    seconds = []
-    for _ in range(2):
-      start = time.perf_counter()
-      picked = selection.select(formula, stats, c)
-      seconds.append(time.perf_counter() - start)
-    times[name] = seconds
-    digest.update(name.encode() + picked.ids.tobytes())
-  return times, digest.hexdigest()[:16]
-
 
 def worker() -> None:
   mesh_lib.use_cpu_devices(_DEVICES.value)
