@@ -126,17 +126,18 @@ def test_kill_chain_resumes_to_the_uninterrupted_result(tmp_path, data_dir, unin
 
 
 @pytest.mark.slow
-def test_shared_pretrained_model_and_reset_fine_tuning(tmp_path, smoke_config):
+def test_shared_pretrained_model_and_reset_fine_tuning(tmp_path, smoke_config, monkeypatch):
   base = loop.run(smoke_config, str(tmp_path / 'base'))
   config = smoke_config.copy_and_resolve_references()
-  config.pretrain.from_workdir = str(tmp_path / 'base')
+  monkeypatch.chdir(tmp_path)
+  config.pretrain.from_workdir = 'base'  # relative, as the docs' commands give it
   config.finetune.init = 'pretrained'
   config.priority.name = 'iou_diversity'
   config.rounds.num_rounds = 2
   history = loop.run(config, str(tmp_path / 'shared'))
   # Same source model: round 0 is evaluated identically.
   assert history[0]['iou'] == base[0]['iou'] and history[0]['head_mae'] == base[0]['head_mae']
-  assert history[0]['pretrained_from'] == str(tmp_path / 'base')
+  assert history[0]['pretrained_from'] == 'base'
   assert [r['labels'] for r in history] == [0, 6, 12]
 
 
