@@ -2,7 +2,7 @@
 benchmarks/large_pool.py times for every registered formula (``--select``),
 kept apart from its flags so that tests can import it.
 
-The statistics hold every kind a formula reads: ``--embed_dim``-d
+The statistics hold every kind a formula reads: ``dim``-d
 embeddings in 64 clusters, uniform draws for the per-tile scores, and
 LABELLED tiles labelled (their IoUs, and the head's prediction when they
 were picked); the context adds a reference set of 1,000 source embeddings

@@ -37,7 +37,7 @@ class RoundCheckpoints:
   def __init__(self, directory: pathlib.Path, *, read_only: bool = False, commits_rounds: bool = False):
     """``commits_rounds``: these are the workdir's round checkpoints, whose
     save commits a round (and announces ``checkpoint_writing``)."""
-    self.directory = pathlib.Path(directory)
+    self.directory = pathlib.Path(directory).absolute()  # orbax takes absolute paths only
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None,  # a few rounds; round 0 is needed again for 'reset' fine-tuning
         create=not read_only, read_only=read_only,

@@ -162,7 +162,7 @@ class Experiment:
   def pretrain(self):
     c = self.config.pretrain
     if c.from_workdir:
-      directory = pathlib.Path(c.from_workdir).expanduser().resolve() / 'checkpoints'  # orbax reads absolute paths only
+      directory = pathlib.Path(c.from_workdir).expanduser() / 'checkpoints'
       other = RoundCheckpoints(directory, read_only=True) if directory.is_dir() else None
       if other is None or 0 not in other.all_steps():
         raise WorkdirError(f'config.pretrain.from_workdir={c.from_workdir!r}: no round-0 checkpoint there')
