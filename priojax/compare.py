@@ -159,6 +159,7 @@ def run_comparison(config, workdir: str) -> dict:
     # Written after every seed, so a long comparison shows its numbers early.
     summary = comparison_stats.summarise(histories, reference)
     summary['time'] = comparison_time.time_spent(histories, pretrained, references)
+    summary['source_models'] = len(pretrained)
     if distributed.is_main():
       comparison_report.write_outputs(wd.path, summary, title)
     logging.info('[compare] seed %d done: %s', seed, wd.path / 'comparison.md')

@@ -74,6 +74,16 @@ def anchors_markdown(summary: dict) -> list[str]:
   return lines
 
 
+def _source_models(models: int | None, seeds: int) -> str:
+  """What the intervals over seeds hold fixed: with one source model for
+  every seed they leave out how much another pretraining would move them."""
+  if not models or seeds < 2:
+    return ''
+  if models == 1:
+    return ', one source model for every seed (the intervals hold it fixed)'
+  return ', a source model each (the intervals span source models)'
+
+
 def markdown(summary: dict) -> str:
   rows = summary['rows']
   budgets = rows[0]['labels'] if rows else []
@@ -91,12 +101,13 @@ def markdown(summary: dict) -> str:
   ref = summary['reference_runs']
   seeds = len(rows[0]['aulc']) if rows else 0
   lines.append('')
+  said = f'{seeds} seeds{_source_models(summary.get("source_models"), seeds)}.'
   if ref:
-    lines.append(f'{seeds} seeds. Full-pool reference IoU (every pool label): {np.mean(ref):.3f} ± '
+    lines.append(f'{said} Full-pool reference IoU (every pool label): {np.mean(ref):.3f} ± '
                  f'{np.std(ref):.3f}; labels to reach 95 % of each seed\'s reference: median [min, max] '
                  'over seeds, ∞ = not within the budget.')
   else:
-    lines.append(f'{seeds} seeds. No full-pool reference run.')
+    lines.append(f'{said} No full-pool reference run.')
   anchored = anchors_markdown(summary)
   if anchored:
     lines.extend(['', *anchored])

@@ -93,6 +93,12 @@ def test_summaries_on_hand_made_histories():
   md = comparison_report.markdown(summary)
   assert '| `a` |' in md and '(baseline)' in md and '| `a` | 0.0 (0.0/0.0) | 2.0 (1.5/0.5) |' in md
   assert 'switch_rounds' not in a and 'by expected gain' not in md
+  # What the intervals over seeds hold fixed: the source model, or not.
+  assert '2 seeds. Full-pool' in md  # no count of source models given
+  md = comparison_report.markdown({**summary, 'source_models': 2})
+  assert '2 seeds, a source model each (the intervals span source models). Full-pool' in md
+  md = comparison_report.markdown({**summary, 'source_models': 1, 'reference_runs': []})
+  assert '2 seeds, one source model for every seed (the intervals hold it fixed). No full-pool' in md
 
 
 def test_a_budget_aware_strategys_switch_round_is_reported_per_seed():
@@ -275,7 +281,8 @@ def test_a_shared_source_model_and_data_for_every_seed(tmp_path, data_dir):
   configs = [json.loads((tmp_path / 'cmp' / 'runs' / 'random' / f'seed{s}' / 'config.json').read_text())
              for s in (3, 4)]
   assert [c['data']['split_seed'] for c in configs] == [3, 3] and [c['seed'] for c in configs] == [3, 4]
-  assert len(summary['rows'][0]['aulc']) == 2
+  assert len(summary['rows'][0]['aulc']) == 2 and summary['source_models'] == 1
+  assert 'one source model for every seed' in (tmp_path / 'cmp' / 'comparison.md').read_text()
 
 
 @pytest.mark.slow
