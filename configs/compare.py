@@ -78,6 +78,10 @@ def get_config(arg=None):
                   LOW if 'low' in args else STRATEGIES)
   c.seeds = (0,) if smoke else (0, 1, 2, 3, 4)
   c.reference = True  # also fine-tune on every label of the pool
+  # A folder of seed records made elsewhere (another machine, or the ones
+  # docs/records/<section>/ ships): runs recorded there with the same config
+  # are not run again (priojax/comparison_records.py).
+  c.records = ''
   # The Rio Grande benchmark pretrains a source model per seed, so that its
   # intervals span source models too; on the user's own scenes one source
   # model (the first seed's) serves every seed, to save four pretrainings.

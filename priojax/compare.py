@@ -23,7 +23,7 @@ import time
 
 from absl import logging
 
-from priojax import comparison_report, comparison_stats, comparison_time, distributed, loop, priority
+from priojax import comparison_records, comparison_report, comparison_stats, comparison_time, distributed, loop, priority
 from priojax.data import loading
 from priojax.config_checks import set_field
 from priojax.errors import ConfigError
@@ -105,12 +105,37 @@ class Progress:
     return f'about {seconds / 60:.0f} min' if seconds >= 60 else f'{seconds:.0f} s'
 
 
-def _run(base, workdir: pathlib.Path, on_round=None, **overrides) -> list[dict]:
+def _resolved(base, overrides: dict):
   config = base.copy_and_resolve_references()
   for dotted, value in overrides.items():
     set_field(config, dotted, value)
-  workdir.parent.mkdir(parents=True, exist_ok=True)
-  return loop.run(config, str(workdir), on_round=on_round)
+  return config
+
+
+class _Runs:
+  """The seed's runs: each taken from its record when one was made with the
+  same config (comparison_records.py), else run (or resumed) in its folder
+  and recorded."""
+
+  def __init__(self, base, records: comparison_records.SeedRecords, seed: int):
+    self.base, self.records, self.seed = base, records, seed
+
+  def recorded(self, run: str, overrides: dict) -> list[dict] | None:
+    return self.records.history(self.seed, run, _resolved(self.base, overrides))
+
+  def run(self, run: str, workdir: pathlib.Path, overrides: dict, on_round=None,
+          need_folder: bool = False) -> list[dict]:
+    """``need_folder``: run (or resume) it in its folder even if recorded,
+    because another run starts from its checkpoint."""
+    config = _resolved(self.base, overrides)
+    history = None if need_folder else self.records.history(self.seed, run, config)
+    if history is None:
+      workdir.parent.mkdir(parents=True, exist_ok=True)
+      history = loop.run(config, str(workdir), on_round=on_round)
+      if not loop.waiting_for_labels(history, config):
+        self.records.put(self.seed, run, config, history,
+                         {k: v for k, v in overrides.items() if k != 'pretrain.from_workdir'})
+    return history
 
 
 def run_comparison(config, workdir: str) -> dict:
@@ -118,48 +143,73 @@ def run_comparison(config, workdir: str) -> dict:
   base = config.base
   strategies, seeds = strategy_names(config.strategies), seed_list(config.seeds)
   shared = bool(config.get('shared_source', False))
+  records = comparison_records.SeedRecords(wd.path, config.get('records', ''), write=distributed.is_main())
   title = loading.data_name(base).removeprefix('the ')
   histories: dict[str, list[list[dict]]] = {}
   reference: list[float] = []
   pretrained: list[list[dict]] = []  # each source model's history, for the time table
   references: list[list[dict]] = []
   summary: dict = {}
-  progress = Progress(len(seeds), len(strategies), base.rounds.num_rounds, config.reference,
-                      1 if shared else len(seeds))
+  rounds = base.rounds.num_rounds
+  progress = Progress(len(seeds), len(strategies), rounds, config.reference, 1 if shared else len(seeds))
   for seed in seeds:
     # With shared_source, every seed starts from the first seed's source
     # model and uses its data (the seeds then vary the selections, the
     # calibration draw and fine-tuning only).
-    pretrain = wd.path / 'pretrain' / f'seed{seeds[0] if shared else seed}'
-    if not (shared and seed != seeds[0]):
-      progress.start(f'seed {seed} · source model')
-      logging.info('[compare] seed %d: source model', seed)
-      started = time.perf_counter()
-      pretrained.append(_run(base, pretrain, seed=seeds[0] if shared else seed, **{'rounds.num_rounds': 0}))
-      progress.pretrained(time.perf_counter() - started)
+    source_seed = seeds[0] if shared else seed
+    pretrain = wd.path / 'pretrain' / f'seed{source_seed}'
     data = {'data.split_seed': seeds[0]} if shared else {}
-    for name in strategies:
-      progress.start(f'seed {seed} · {name}')
-      logging.info('[compare] seed %d · %s | %s left', seed, name, progress.eta())
-      histories.setdefault(name, []).append(_run(
-          base, wd.path / 'runs' / name / f'seed{seed}', on_round=progress.round_done, seed=seed,
-          **strategy_overrides(name), **data, **{'pretrain.from_workdir': str(pretrain)}))
+    start = {'pretrain.from_workdir': str(pretrain)}
+    jobs = {f'runs/{name}': {'seed': seed, **strategy_overrides(name), **data, **start} for name in strategies}
     if config.reference:
-      progress.start(f'seed {seed} · full-pool reference')
-      logging.info('[compare] seed %d · full-pool reference', seed)
       # As many U-Net steps as a strategy gets over all its rounds, in one
       # round on every label (k=0; none held out for the head).
-      ref = _run(base, wd.path / 'reference' / f'seed{seed}', seed=seed,
-                 on_round=lambda r: progress.round_done(r, weight=base.rounds.num_rounds),
-                 **data, **{'priority.name': 'random', 'pretrain.from_workdir': str(pretrain),
-                    'rounds.num_rounds': 1, 'rounds.k': 0, 'head.holdout_fraction': 0.0,
-                    'finetune.steps': base.finetune.steps * max(1, base.rounds.num_rounds)})
+      jobs['reference'] = {'seed': seed, **data, 'priority.name': 'random', **start, 'rounds.num_rounds': 1,
+                           'rounds.k': 0, 'head.holdout_fraction': 0.0,
+                           'finetune.steps': base.finetune.steps * max(1, rounds)}
+    runs = _Runs(base, records, seed)
+    to_run = [job for job, overrides in jobs.items() if runs.recorded(job, overrides) is None]
+    source = _Runs(base, records, source_seed)
+    source_overrides = {'seed': source_seed, 'rounds.num_rounds': 0}
+    first_use = not (shared and seed != seeds[0])
+    if first_use:
+      progress.start(f'seed {seed} · source model')
+    # The source model's folder is needed while one of its runs is not recorded.
+    recorded = None if to_run else source.recorded('pretrain', source_overrides)
+    if recorded is None and (first_use or to_run):
+      logging.info('[compare] seed %d: source model', seed)
+      started = time.perf_counter()
+      recorded = source.run('pretrain', pretrain, source_overrides, need_folder=True)
+      if first_use:
+        progress.pretrained(time.perf_counter() - started)
+    elif first_use:
+      progress.pretrains_left -= 1
+    if first_use:
+      pretrained.append(recorded)
+    for name in strategies:
+      progress.start(f'seed {seed} · {name}')
+      if f'runs/{name}' in to_run:
+        logging.info('[compare] seed %d · %s | %s left', seed, name, progress.eta())
+      else:
+        progress.rounds_left -= rounds
+      histories.setdefault(name, []).append(
+          runs.run(f'runs/{name}', wd.path / 'runs' / name / f'seed{seed}', jobs[f'runs/{name}'],
+                   on_round=progress.round_done))
+    if config.reference:
+      progress.start(f'seed {seed} · full-pool reference')
+      if 'reference' in to_run:
+        logging.info('[compare] seed %d · full-pool reference', seed)
+      else:
+        progress.rounds_left -= rounds
+      ref = runs.run('reference', wd.path / 'reference' / f'seed{seed}', jobs['reference'],
+                     on_round=lambda r: progress.round_done(r, weight=rounds))
       reference.append(ref[-1]['iou'])
       references.append(ref)
     # Written after every seed, so a long comparison shows its numbers early.
     summary = comparison_stats.summarise(histories, reference)
     summary['time'] = comparison_time.time_spent(histories, pretrained, references)
     summary['source_models'] = len(pretrained)
+    summary['seeds'] = list(seeds[:seeds.index(seed) + 1])
     if distributed.is_main():
       comparison_report.write_outputs(wd.path, summary, title)
     logging.info('[compare] seed %d done: %s', seed, wd.path / 'comparison.md')

@@ -13,7 +13,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from priojax import comparison_time, results_page  # noqa: E402
+from priojax import comparison_records, comparison_time, results_page  # noqa: E402
 from priojax.atomic_io import atomic_path, atomic_write_text  # noqa: E402
 from priojax.comparison_stats import spread  # noqa: E402
 
@@ -213,8 +213,14 @@ def update_results(results: pathlib.Path, section: str, directory: pathlib.Path,
   """Replaces the results page's ``comparison:<section>`` block with this
   comparison's tables and plots, and the README's ``summary:<section>``
   block, where it has one, with the short table."""
+  records = results.parent / 'records' / section
+  comparison_records.export(directory, tuple(summary['seeds']), records)
+  rel = records.relative_to(results.parent)
   results_page.update_block(results, 'comparison', section, (directory / 'comparison.md').read_text(), command,
-                            {name: directory / f'{name}.png' for name in ('learning_curves', 'picks')})
+                            {name: directory / f'{name}.png' for name in ('learning_curves', 'picks')},
+                            footer=f'Each seed\'s runs, as recorded: [{rel}/]({rel}/) (with '
+                                   f'`--config.records=<that folder>`, the command rebuilds this block from them '
+                                   'without running anything).')
   if readme is not None and results_page.has_block(readme, 'summary', section):
     link = results.relative_to(readme.parent) if results.is_relative_to(readme.parent) else results
     results_page.update_block(readme, 'summary', section, summary_markdown(summary), command,

@@ -155,11 +155,12 @@ _VIEW_ONLY = ('review.',)
 _ADDED = {'model.encoder': 'none', 'model.encoder_weights': 'imagenet', 'model.encoder_lr_scale': 1.0}
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """A nested config dict as ``{'section.field': value}``."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{key}.'))
+      out.update(flatten(value, f'{prefix}{key}.'))
     else:
       out[f'{prefix}{key}'] = value
   return out
@@ -171,7 +172,7 @@ def check_same_config(old: dict | None, new: dict, workdir) -> list[str]:
   those that may always change."""
   if old is None:
     return []
-  old, flat = {**_ADDED, **_flatten(old)}, _flatten(new)
+  old, flat = {**_ADDED, **flatten(old)}, flatten(new)
   changed = sorted(k for k in old.keys() | flat.keys() if old.get(k) != flat.get(k) and k not in _MAY_CHANGE
                    and not k.startswith(_VIEW_ONLY))
   if changed and not new.get('allow_config_change', False):

@@ -1,0 +1,114 @@
+"""Seed records: a finished run stands for itself in a comparison, without its folder."""
+
+import json
+import shutil
+
+import pytest
+
+from priojax import compare, comparison_records
+from priojax.comparison_records import SeedRecords
+from priojax.errors import ConfigError, WorkdirError
+
+
+def _config(**changes):
+  from configs import compare as compare_config
+
+  config = compare_config.get_config('smoke').base
+  for dotted, value in changes.items():
+    section, field = dotted.split('.')
+    config[section][field] = value
+  return config
+
+
+def _history(iou):
+  return [{'round': 0, 'labels': 0, 'iou': 0.1}, {'round': 1, 'labels': 4, 'iou': iou}]
+
+
+def test_the_digest_reads_what_a_run_computes_and_not_where_its_files_live():
+  base = comparison_records.digest(_config())
+  assert comparison_records.digest(_config(**{'data.data_dir': '/elsewhere', 'pretrain.from_workdir': '/x/seed0',
+                                              'review.max_rows': 3})) == base
+  for change in ({'finetune.steps': 7}, {'priority.name': 'coreset'}, {'rounds.num_rounds': 9}, {'model.dropout': 0.3}):
+    assert comparison_records.digest(_config(**change)) != base, change
+
+
+def test_a_record_stands_for_a_run_only_with_the_same_config(tmp_path):
+  records = SeedRecords(tmp_path)
+  assert records.history(5, 'runs/iou', _config()) is None
+  records.put(5, 'runs/iou', _config(), _history(0.5), {'priority.name': 'iou'})
+  records.put(5, 'reference', _config(), _history(0.9))
+  records.put(6, 'runs/iou', _config(), _history(0.4))
+  assert records.history(5, 'runs/iou', _config(**{'data.data_dir': '/moved'})) == _history(0.5)
+  assert records.history(6, 'runs/iou', _config()) == _history(0.4)
+  assert records.history(5, 'runs/iou', _config(**{'finetune.steps': 7})) is None
+  assert records.history(5, 'runs/random', _config()) is None
+  saved = json.loads((tmp_path / 'records' / 'seed5.json').read_text())
+  assert saved['seed'] == 5 and set(saved['runs']) == {'runs/iou', 'reference'}
+  assert saved['runs']['runs/iou']['settings'] == {'priority.name': 'iou'}
+  # Another process than the main one reads records but never writes them.
+  SeedRecords(tmp_path, write=False).put(7, 'runs/iou', _config(), _history(0.3))
+  assert not (tmp_path / 'records' / 'seed7.json').exists()
+
+
+def test_records_made_elsewhere_are_read_and_copied_into_the_workdir(tmp_path):
+  for workdir in ('other', 'mine'):
+    (tmp_path / workdir).mkdir()
+  SeedRecords(tmp_path / 'other').put(5, 'runs/iou', _config(), _history(0.5))
+  records = SeedRecords(tmp_path / 'mine', str(tmp_path / 'other' / 'records'))
+  assert records.history(5, 'runs/iou', _config()) == _history(0.5)
+  assert SeedRecords(tmp_path / 'mine').history(5, 'runs/iou', _config()) == _history(0.5)
+  with pytest.raises(ConfigError, match=r'^config\.records: .*none is not a folder of seed records$'):
+    SeedRecords(tmp_path, str(tmp_path / 'none'))
+
+
+@pytest.mark.parametrize('text', ['{"seed": 5', '[1, 2]', '{"runs": {}}'])
+def test_a_broken_record_is_one_line_naming_it(tmp_path, text):
+  (tmp_path / 'records').mkdir()
+  (tmp_path / 'records' / 'seed5.json').write_text(text)
+  with pytest.raises(WorkdirError, match=r'seed5\.json: .*delete it to rerun its runs$'):
+    SeedRecords(tmp_path).history(5, 'runs/iou', _config())
+
+
+def test_export_holds_exactly_the_seeds_of_one_comparison(tmp_path):
+  for seed in (5, 6):
+    SeedRecords(tmp_path).put(seed, 'runs/iou', _config(), _history(0.5))
+  to = tmp_path / 'docs' / 'records' / 'real'
+  to.mkdir(parents=True)
+  (to / 'seed0.json').write_text('{}')
+  written = comparison_records.export(tmp_path, (5, 6), to)
+  assert sorted(p.name for p in to.iterdir()) == ['seed5.json', 'seed6.json'] == [p.name for p in written]
+  assert json.loads((to / 'seed6.json').read_text())['runs']['runs/iou']['history'] == _history(0.5)
+  with pytest.raises(WorkdirError, match=r'seed7\.json: the comparison has not finished those seeds$'):
+    comparison_records.export(tmp_path, (5, 7), to)
+  assert sorted(p.name for p in to.iterdir()) == ['seed5.json', 'seed6.json']
+
+
+@pytest.mark.slow
+def test_a_recorded_comparison_needs_no_run_folder_and_runs_only_what_is_new(tmp_path, data_dir):
+  """Records gathered from another workdir: the recorded strategy is not
+  rerun, a new one is, and its shared source model is rebuilt for it."""
+  from configs import compare as compare_config
+
+  config = compare_config.get_config('smoke')
+  config.base.data.data_dir = data_dir
+  config.strategies, config.seeds, config.reference, config.shared_source = ('random',), (3, 4), False, True
+  first = compare.run_comparison(config, str(tmp_path / 'first'))
+  assert sorted(p.name for p in (tmp_path / 'first' / 'records').iterdir()) == ['seed3.json', 'seed4.json']
+  # Every folder but the records gone: the report is rebuilt, nothing runs.
+  for folder in ('runs', 'pretrain'):
+    shutil.rmtree(tmp_path / 'first' / folder)
+  again = compare.run_comparison(config, str(tmp_path / 'first'))
+  assert again['rows'] == first['rows'] and again['time'] == first['time']
+  assert not (tmp_path / 'first' / 'runs').exists() and not (tmp_path / 'first' / 'pretrain').exists()
+  # Elsewhere, with one strategy more: only that one runs, from a rebuilt source model.
+  config.records = str(tmp_path / 'first' / 'records')
+  config.strategies = ('random', 'iou')
+  both = compare.run_comparison(config, str(tmp_path / 'second'))
+  assert sorted(p.name for p in (tmp_path / 'second' / 'runs').iterdir()) == ['iou']
+  assert sorted(p.name for p in (tmp_path / 'second' / 'pretrain').iterdir()) == ['seed3']
+  rows = {r['strategy']: r for r in both['rows']}
+  assert rows['random']['aulc'] == first['rows'][0]['aulc']
+  # The rebuilt source model is the recorded one: the new strategy starts where random did.
+  assert rows['iou']['iou_mean'][0] == rows['random']['iou_mean'][0]
+  recorded = json.loads((tmp_path / 'second' / 'records' / 'seed4.json').read_text())
+  assert set(recorded['runs']) == {'runs/random', 'runs/iou'}
