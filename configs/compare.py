@@ -82,6 +82,8 @@ def get_config(arg=None):
   # docs/records/<section>/ ships): runs recorded there with the same config
   # are not run again (priojax/comparison_records.py).
   c.records = ''
+  # Rebuild the report from records only: a run not recorded is an error, not hours of work.
+  c.only_recorded = False
   # The Rio Grande benchmark pretrains a source model per seed, so that its
   # intervals span source models too; on the user's own scenes one source
   # model (the first seed's) serves every seed, to save four pretrainings.

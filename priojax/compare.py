@@ -26,7 +26,7 @@ from absl import logging
 from priojax import comparison_records, comparison_report, comparison_stats, comparison_time, distributed, loop, priority
 from priojax.data import loading
 from priojax.config_checks import set_field
-from priojax.errors import ConfigError
+from priojax.errors import ConfigError, WorkdirError
 from priojax.workdir import Workdir
 
 POWER = '+power'
@@ -169,6 +169,9 @@ def run_comparison(config, workdir: str) -> dict:
                            'finetune.steps': base.finetune.steps * max(1, rounds)}
     runs = _Runs(base, records, seed)
     to_run = [job for job, overrides in jobs.items() if runs.recorded(job, overrides) is None]
+    if to_run and config.get('only_recorded', False):
+      raise WorkdirError(f'{records.folder}: seed {seed}: {", ".join(to_run)} not recorded with this config '
+                         f'(config.only_recorded=True: nothing may run; config.records={config.records!r})')
     source = _Runs(base, records, source_seed)
     source_overrides = {'seed': source_seed, 'rounds.num_rounds': 0}
     first_use = not (shared and seed != seeds[0])

@@ -33,9 +33,12 @@ def marked_block(page: pathlib.Path, kind: str, section: str) -> tuple[str, str]
 def command(head: str, argv: list[str], results: pathlib.Path, root: pathlib.Path) -> str:
   """The command a block names: ``head`` and the run's arguments, without
   its workdir (a reader's own) and with ``--results`` only where it is a page
-  of the checkout other than docs/results.md (a reader reruns it as shown)."""
+  of the checkout other than docs/results.md (a reader reruns it as shown).
+  Where records were read from (``--config.records``, ``--config.only_recorded``)
+  is left out too: they skip work, they do not change a number."""
   results = results.resolve()
-  args = [shlex.quote(a) for a in argv if not a.startswith(('--workdir', '--results='))]
+  args = [shlex.quote(a) for a in argv
+          if not a.startswith(('--workdir', '--results=', '--config.records=', '--config.only_recorded'))]
   if results != (root / 'docs' / 'results.md').resolve() and results.is_relative_to(root):
     args.append(f'--results={results.relative_to(root)}')
   return ' '.join([head, *args])

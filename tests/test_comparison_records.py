@@ -103,6 +103,11 @@ def test_a_recorded_comparison_needs_no_run_folder_and_runs_only_what_is_new(tmp
   # Elsewhere, with one strategy more: only that one runs, from a rebuilt source model.
   config.records = str(tmp_path / 'first' / 'records')
   config.strategies = ('random', 'iou')
+  config.only_recorded = True  # a report from records only: refused before anything runs
+  with pytest.raises(WorkdirError, match=r': seed 3: runs/iou not recorded with this config'):
+    compare.run_comparison(config, str(tmp_path / 'second'))
+  assert not (tmp_path / 'second' / 'pretrain').exists() and not (tmp_path / 'second' / 'runs').exists()
+  config.only_recorded = False
   both = compare.run_comparison(config, str(tmp_path / 'second'))
   assert sorted(p.name for p in (tmp_path / 'second' / 'runs').iterdir()) == ['iou']
   assert sorted(p.name for p in (tmp_path / 'second' / 'pretrain').iterdir()) == ['seed3']

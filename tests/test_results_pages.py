@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import recorded_blocks
 from conftest import ROOT, subprocess_env
 from priojax import report, results_page
 from priojax.errors import ConfigError
@@ -97,3 +98,16 @@ def test_the_run_launcher_writes_its_table_once_every_round_is_done(tmp_path, da
   cmd[-2] = '--results_section=other'
   result = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(f'error: {page}: ')
+
+
+def test_every_shipped_record_folder_is_a_blocks_and_rebuilds_it_exactly(tmp_path):
+  """docs/records/<section>/ holds the runs a comparison block was made
+  from: each folder is named by its block, and rerunning the block's command
+  on those records alone (nothing may run) gives the block as shipped."""
+  page = ROOT / 'docs' / 'results.md'
+  sections = recorded_blocks.sections_with_records(page)
+  folders = sorted(p.name for p in (ROOT / 'docs' / 'records').glob('*') if p.is_dir())
+  assert sorted(sections) == folders
+  for section in sections:
+    for where, (shipped, rebuilt) in recorded_blocks.rebuild(page, section, tmp_path / section).items():
+      assert shipped == rebuilt, f'{where}: the {section} block is not what docs/records/{section}/ gives'
