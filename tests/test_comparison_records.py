@@ -1,11 +1,10 @@
 """Seed records: a finished run stands for itself in a comparison, without its folder."""
 
 import json
-import shutil
 
 import pytest
 
-from priojax import compare, comparison_records
+from priojax import comparison_records
 from priojax.comparison_records import SeedRecords
 from priojax.errors import ConfigError, WorkdirError
 
@@ -81,39 +80,3 @@ def test_export_holds_exactly_the_seeds_of_one_comparison(tmp_path):
   with pytest.raises(WorkdirError, match=r'seed7\.json: the comparison has not finished those seeds$'):
     comparison_records.export(tmp_path, (5, 7), to)
   assert sorted(p.name for p in to.iterdir()) == ['seed5.json', 'seed6.json']
-
-
-@pytest.mark.slow
-def test_a_recorded_comparison_needs_no_run_folder_and_runs_only_what_is_new(tmp_path, data_dir):
-  """Records gathered from another workdir: the recorded strategy is not
-  rerun, a new one is, and its shared source model is rebuilt for it."""
-  from configs import compare as compare_config
-
-  config = compare_config.get_config('smoke')
-  config.base.data.data_dir = data_dir
-  config.strategies, config.seeds, config.reference, config.shared_source = ('random',), (3, 4), False, True
-  first = compare.run_comparison(config, str(tmp_path / 'first'))
-  assert sorted(p.name for p in (tmp_path / 'first' / 'records').iterdir()) == ['seed3.json', 'seed4.json']
-  # Every folder but the records gone: the report is rebuilt, nothing runs.
-  for folder in ('runs', 'pretrain'):
-    shutil.rmtree(tmp_path / 'first' / folder)
-  again = compare.run_comparison(config, str(tmp_path / 'first'))
-  assert again['rows'] == first['rows'] and again['time'] == first['time']
-  assert not (tmp_path / 'first' / 'runs').exists() and not (tmp_path / 'first' / 'pretrain').exists()
-  # Elsewhere, with one strategy more: only that one runs, from a rebuilt source model.
-  config.records = str(tmp_path / 'first' / 'records')
-  config.strategies = ('random', 'iou')
-  config.only_recorded = True  # a report from records only: refused before anything runs
-  with pytest.raises(WorkdirError, match=r': seed 3: runs/iou not recorded with this config'):
-    compare.run_comparison(config, str(tmp_path / 'second'))
-  assert not (tmp_path / 'second' / 'pretrain').exists() and not (tmp_path / 'second' / 'runs').exists()
-  config.only_recorded = False
-  both = compare.run_comparison(config, str(tmp_path / 'second'))
-  assert sorted(p.name for p in (tmp_path / 'second' / 'runs').iterdir()) == ['iou']
-  assert sorted(p.name for p in (tmp_path / 'second' / 'pretrain').iterdir()) == ['seed3']
-  rows = {r['strategy']: r for r in both['rows']}
-  assert rows['random']['aulc'] == first['rows'][0]['aulc']
-  # The rebuilt source model is the recorded one: the new strategy starts where random did.
-  assert rows['iou']['iou_mean'][0] == rows['random']['iou_mean'][0]
-  recorded = json.loads((tmp_path / 'second' / 'records' / 'seed4.json').read_text())
-  assert set(recorded['runs']) == {'runs/random', 'runs/iou'}
