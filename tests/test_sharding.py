@@ -2,8 +2,10 @@
 numbers as one device. Runs in a subprocess: the device count is fixed when
 jax is first imported."""
 
-import pytest
+import os
 import subprocess
+
+import pytest
 import sys
 import textwrap
 
@@ -55,7 +57,9 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_scoring_and_training_on_eight_fake_devices():
-  env = subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  # The suite's XLA flags (-O2, see conftest.py) and eight devices.
+  env = subprocess_env(XLA_FLAGS=f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=8",
+                       JAX_PLATFORMS='cpu')
   result = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
