@@ -138,6 +138,37 @@ class _Runs:
     return history
 
 
+def _jobs(base, strategies: tuple[str, ...], seed: int, reference: bool, start: dict) -> dict[str, dict]:
+  """A seed's runs, by name, with their config overrides; ``start``: where
+  they start from (the source model's folder, the data's seed)."""
+  jobs = {f'runs/{name}': {'seed': seed, **strategy_overrides(name), **start} for name in strategies}
+  if reference:
+    # As many U-Net steps as a strategy gets over all its rounds, in one
+    # round on every label (k=0; none held out for the head).
+    jobs['reference'] = {'seed': seed, **start, 'priority.name': 'random', 'rounds.num_rounds': 1, 'rounds.k': 0,
+                         'head.holdout_fraction': 0.0,
+                         'finetune.steps': base.finetune.steps * max(1, base.rounds.num_rounds)}
+  return jobs
+
+
+def _source_model(runs: _Runs, folder: pathlib.Path, need_folder: bool, progress: Progress | None) -> list[dict]:
+  """The source model's history: recorded, unless a run of the seed still
+  has to start from its checkpoint (then pretrained, or resumed, in
+  ``folder``). ``progress``: counts it, where this seed is its first use."""
+  overrides = {'seed': runs.seed, 'rounds.num_rounds': 0}
+  history = None if need_folder else runs.recorded('pretrain', overrides)
+  if history is not None:
+    if progress is not None:
+      progress.pretrains_left -= 1
+    return history
+  logging.info('[compare] seed %d: source model', runs.seed)
+  started = time.perf_counter()
+  history = runs.run('pretrain', folder, overrides, need_folder=True)
+  if progress is not None:
+    progress.pretrained(time.perf_counter() - started)
+  return history
+
+
 def run_comparison(config, workdir: str) -> dict:
   wd = Workdir(workdir)
   base = config.base
@@ -159,36 +190,19 @@ def run_comparison(config, workdir: str) -> dict:
     source_seed = seeds[0] if shared else seed
     pretrain = wd.path / 'pretrain' / f'seed{source_seed}'
     data = {'data.split_seed': seeds[0]} if shared else {}
-    start = {'pretrain.from_workdir': str(pretrain)}
-    jobs = {f'runs/{name}': {'seed': seed, **strategy_overrides(name), **data, **start} for name in strategies}
-    if config.reference:
-      # As many U-Net steps as a strategy gets over all its rounds, in one
-      # round on every label (k=0; none held out for the head).
-      jobs['reference'] = {'seed': seed, **data, 'priority.name': 'random', **start, 'rounds.num_rounds': 1,
-                           'rounds.k': 0, 'head.holdout_fraction': 0.0,
-                           'finetune.steps': base.finetune.steps * max(1, rounds)}
+    jobs = _jobs(base, strategies, seed, config.reference, {**data, 'pretrain.from_workdir': str(pretrain)})
     runs = _Runs(base, records, seed)
     to_run = [job for job, overrides in jobs.items() if runs.recorded(job, overrides) is None]
     if to_run and config.get('only_recorded', False):
       raise WorkdirError(f'{records.folder}: seed {seed}: {", ".join(to_run)} not recorded with this config '
                          f'(config.only_recorded=True: nothing may run; config.records={config.records!r})')
-    source = _Runs(base, records, source_seed)
-    source_overrides = {'seed': source_seed, 'rounds.num_rounds': 0}
     first_use = not (shared and seed != seeds[0])
     if first_use:
       progress.start(f'seed {seed} · source model')
-    # The source model's folder is needed while one of its runs is not recorded.
-    recorded = None if to_run else source.recorded('pretrain', source_overrides)
-    if recorded is None and (first_use or to_run):
-      logging.info('[compare] seed %d: source model', seed)
-      started = time.perf_counter()
-      recorded = source.run('pretrain', pretrain, source_overrides, need_folder=True)
-      if first_use:
-        progress.pretrained(time.perf_counter() - started)
-    elif first_use:
-      progress.pretrains_left -= 1
+    source = _source_model(_Runs(base, records, source_seed), pretrain, need_folder=bool(to_run),
+                           progress=progress if first_use else None)
     if first_use:
-      pretrained.append(recorded)
+      pretrained.append(source)
     for name in strategies:
       progress.start(f'seed {seed} · {name}')
       if f'runs/{name}' in to_run:
