@@ -119,17 +119,22 @@ class _Runs:
 
   def __init__(self, base, records: comparison_records.SeedRecords, seed: int):
     self.base, self.records, self.seed = base, records, seed
+    # Looked up once a run: planning asks first, then the run itself, and a
+    # lookup logs a stale record and copies one found elsewhere.
+    self._found: dict[str, list[dict] | None] = {}
 
   def recorded(self, run: str, overrides: dict) -> list[dict] | None:
-    return self.records.history(self.seed, run, _resolved(self.base, overrides))
+    if run not in self._found:
+      self._found[run] = self.records.history(self.seed, run, _resolved(self.base, overrides))
+    return self._found[run]
 
   def run(self, run: str, workdir: pathlib.Path, overrides: dict, on_round=None,
           need_folder: bool = False) -> list[dict]:
     """``need_folder``: run (or resume) it in its folder even if recorded,
     because another run starts from its checkpoint."""
-    config = _resolved(self.base, overrides)
-    history = None if need_folder else self.records.history(self.seed, run, config)
+    history = None if need_folder else self.recorded(run, overrides)
     if history is None:
+      config = _resolved(self.base, overrides)
       workdir.parent.mkdir(parents=True, exist_ok=True)
       history = loop.run(config, str(workdir), on_round=on_round)
       if not loop.waiting_for_labels(history, config):

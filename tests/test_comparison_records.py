@@ -80,3 +80,22 @@ def test_export_holds_exactly_the_seeds_of_one_comparison(tmp_path):
   with pytest.raises(WorkdirError, match=r'seed7\.json: the comparison has not finished those seeds$'):
     comparison_records.export(tmp_path, (5, 7), to)
   assert sorted(p.name for p in to.iterdir()) == ['seed5.json', 'seed6.json']
+
+
+def test_a_comparison_looks_each_run_up_once(tmp_path, monkeypatch):
+  """Planning a seed asks whether a run is recorded, and so does the run:
+  one lookup, so a stale record is reported once and a record found
+  elsewhere is copied once."""
+  from priojax import compare
+
+  overrides = {'seed': 5}
+  records = SeedRecords(tmp_path)
+  records.put(5, 'runs/iou', compare._resolved(_config(), overrides), _history(0.5))
+  lookups = []
+  looked_up = records.history
+  monkeypatch.setattr(records, 'history', lambda *a: lookups.append(a[1]) or looked_up(*a))
+  runs = compare._Runs(_config(), records, 5)
+  assert runs.recorded('runs/iou', overrides) == _history(0.5)
+  assert runs.run('runs/iou', tmp_path / 'unused', overrides) == _history(0.5)
+  assert lookups == ['runs/iou']
+  assert not (tmp_path / 'unused').exists()
