@@ -150,8 +150,9 @@ def main(argv) -> None:
       start = time.perf_counter()
       results = run_workers(pool, processes, select=pool == select_pool)
       rows.append(results)
+      # Progress, not a figure: stderr, so that it stays out of the results block.
       print(f'  {processes} process(es), {pool:,} tiles: done in {time.perf_counter() - start:.0f} s',
-            flush=True)
+            file=sys.stderr, flush=True)
   timing.print_table_head(['processes x devices', 'pool tiles', 'tiles/s', 'peak RSS / process (MiB)',
                            'statistics (MiB)'], 1)
   for results in rows:
