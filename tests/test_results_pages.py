@@ -108,6 +108,7 @@ def test_every_shipped_record_folder_is_a_blocks_and_rebuilds_it_exactly(tmp_pat
   sections = recorded_blocks.sections_with_records(page)
   folders = sorted(p.name for p in (ROOT / 'docs' / 'records').glob('*') if p.is_dir())
   assert sorted(sections) == folders
+  assert 'real' in sections, 'the real-imagery block ships its seed records'
   for section in sections:
     for where, (shipped, rebuilt) in recorded_blocks.rebuild(page, section, tmp_path / section).items():
       assert shipped == rebuilt, f'{where}: the {section} block is not what docs/records/{section}/ gives'
