@@ -85,19 +85,31 @@ def run_scoped_dir(tmp_path_factory) -> pathlib.Path:
   return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
 
 
+def made_once(tmp_path_factory, name: str, make) -> pathlib.Path:
+  """``<run folder>/<name>``, made by ``make(path)`` once per test run: the
+  first xdist worker to need it makes it under a file lock, the others wait
+  and read it (the data it is made from is generated from the same seed in
+  every worker)."""
+  shared = run_scoped_dir(tmp_path_factory)
+  path, done = shared / name, shared / f'{name}.done'
+  with filelock.FileLock(str(shared / f'{name}.lock')):
+    if not done.exists():
+      make(path)
+      done.touch()
+  return path
+
+
 @pytest.fixture(scope='session')
 def uninterrupted_run(tmp_path_factory, data_dir):
   """Two smoke rounds through the launcher, never interrupted: the reference
-  every crash test must reproduce. Once per test run: the first worker to
-  need it runs it under a file lock, the others read its folder (the data
-  it was made from is generated from the same seed in every worker)."""
-  shared = run_scoped_dir(tmp_path_factory)
-  workdir, done = shared / 'uninterrupted', shared / 'uninterrupted.json'
-  with filelock.FileLock(str(shared / 'uninterrupted.lock')):
-    if not done.exists():
-      result = launch_smoke(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA)
-      assert result.returncode == 0, result.stderr[-3000:]
-      done.write_text(json.dumps({'returncode': result.returncode, 'stdout': result.stdout,
-                                  'stderr': result.stderr}))
-  result = subprocess.CompletedProcess(args=[], **json.loads(done.read_text()))
+  every crash test must reproduce, made once per test run."""
+
+  def launch(workdir):
+    result = launch_smoke(workdir, data_dir, '--config.rounds.num_rounds=2', HISTORY_FORMULA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (workdir.parent / 'uninterrupted.json').write_text(
+        json.dumps({'returncode': result.returncode, 'stdout': result.stdout, 'stderr': result.stderr}))
+
+  workdir = made_once(tmp_path_factory, 'uninterrupted', launch)
+  result = subprocess.CompletedProcess(args=[], **json.loads((workdir.parent / 'uninterrupted.json').read_text()))
   return workdir, result

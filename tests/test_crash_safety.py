@@ -7,11 +7,10 @@ import json
 import shutil
 import signal
 
-import filelock
 import jax.numpy as jnp
 import pytest
 
-from conftest import HISTORY_FORMULA, launch_smoke, run_scoped_dir, subprocess_env
+from conftest import HISTORY_FORMULA, launch_smoke, made_once, subprocess_env
 from priojax import atomic_io, compile_cache, loop, round_steps, round_stores, train
 from priojax.atomic_io import atomic_write_bytes
 from priojax.checkpoints import RoundCheckpoints
@@ -40,19 +39,15 @@ def _done(workdir, r):
 
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory, smoke_config):
-  """A workdir holding round 0 only (copied by each test). Once per test
-  run: the first xdist worker to need it pretrains under a file lock (the
-  data is generated from the same seed in every worker)."""
-  shared = run_scoped_dir(tmp_path_factory)
-  workdir, done = shared / 'pretrained', shared / 'pretrained.done'
-  with filelock.FileLock(str(shared / 'pretrained.lock')):
-    if not done.exists():
-      config = smoke_config.copy_and_resolve_references()
-      config.rounds.num_rounds = 0
-      config.priority.name = HISTORY_FORMULA.split('=')[1]  # as the uninterrupted run's
-      loop.run(config, str(workdir))
-      done.touch()
-  return workdir
+  """A workdir holding round 0 only (copied by each test), made once per test run."""
+
+  def pretrain(workdir):
+    config = smoke_config.copy_and_resolve_references()
+    config.rounds.num_rounds = 0
+    config.priority.name = HISTORY_FORMULA.split('=')[1]  # as the uninterrupted run's
+    loop.run(config, str(workdir))
+
+  return made_once(tmp_path_factory, 'pretrained', pretrain)
 
 
 def _one_more_round(smoke_config, **changes):
