@@ -71,7 +71,7 @@ def selection_contexts(stats: PoolStats, k: int, seed: int = 0):
 def time_selection(n: int, k: int, dim: int) -> tuple[dict, str]:
   """{formula: (first call s, next call s)} and a digest of every pick."""
   stats, ctx, power = selection_contexts(synthetic_stats(n, dim), k)
-  cases = [(name, ctx) for name in priority.names()] + [('iou+power', power)]
+  cases = [(name, ctx) for name in priority.BUILTIN] + [('iou+power', power)]
   times, digest = {}, hashlib.sha256()
   for name, c in cases:
     formula = priority.get(name.split('+')[0])

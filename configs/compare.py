@@ -3,6 +3,7 @@
     python -m experiments.compare --config=configs/compare.py --workdir=runs/compare
     python -m experiments.compare --config=configs/compare.py:low --workdir=runs/compare_low
     python -m experiments.compare --config=configs/compare.py:real --workdir=runs/compare_real
+    python -m experiments.compare --config=configs/compare.py:confirm --workdir=runs/confirm
     python -m experiments.compare --config=configs/compare.py:geotiff --workdir=runs/compare_palu \
         --config.base.data.manifest=my_crisis.yaml
     python -m experiments.compare --config=configs/compare.py:smoke --workdir=/tmp/compare
@@ -15,9 +16,12 @@ strategies), ``geotiff`` (the same on your own labelled scenes, with one
 source model for every seed: give the manifest with
 ``--config.base.data.manifest=my_crisis.yaml``; its ``target_pool`` scenes
 need labels, which play the annotators), ``low`` (the low-budget schedule:
-10 labels a round instead of 20, ten strategies), ``all`` (every built-in strategy), ``smoke``
-(seconds). ``--results_section=synthetic|synthetic_low|real`` regenerates the
-block of docs/results.md and the README's short table (experiments/compare.py).
+10 labels a round instead of 20, ten strategies), ``all`` (every built-in
+strategy), ``confirm`` (with any of the others: ``typical_error_mass``,
+random, the two anchors and ``typical_gain`` on the fresh seeds 10-14),
+``smoke`` (seconds). ``--results_section=synthetic|synthetic_low|real``
+(and ``<those>_confirm``) regenerates the block of docs/results.md and the
+README's short table (experiments/compare.py).
 
 All strategies of a seed share its pretrained source model and the same
 budget schedule. The U-Net has dropout (0.1) for every strategy so that
@@ -48,14 +52,19 @@ LOW = ('random', 'fg_random', 'stratified_random', 'typiclust', 'maxherding', 'i
        'iou_gain+power') + BUDGET_AWARE
 # Real imagery: a round costs about three synthetic ones.
 REAL = ('random', 'fg_random', 'typiclust', 'iou', 'iou_gain', 'iou_gain+power') + BUDGET_AWARE
+# The confirmation run (``confirm``): typical_error_mass, written after the
+# seeds 5-9 runs, against random, the two low-budget anchors and the main
+# job's typical_gain, on seeds no run had used.
+CONFIRM = ('random', 'fg_random', 'typiclust', 'typical_gain', 'typical_error_mass')
+CONFIRM_SEEDS = (10, 11, 12, 13, 14)
 
 
 def get_config(arg=None):
   args = set(filter(None, (arg or '').split(',')))
-  unknown = args - {'smoke', 'real', 'geotiff', 'low', 'all'}
+  unknown = args - {'smoke', 'real', 'geotiff', 'low', 'all', 'confirm'}
   if unknown:
     raise ValueError(f'unknown config arguments {sorted(unknown)}; expected "smoke", "real", "geotiff", '
-                     '"low" or "all"')
+                     '"low", "all" or "confirm"')
   smoke = 'smoke' in args
   real = bool(args & {'real', 'geotiff'})  # real imagery: the benchmark's, or the user's scenes
   base = config_defaults.get_config(','.join(a for a in ('smoke', 'real', 'geotiff') if a in args) or None)
@@ -74,9 +83,9 @@ def get_config(arg=None):
   base.priority.update(mc_passes=6 if not smoke else 2)
   c = ml_collections.ConfigDict()
   c.base = base
-  c.strategies = (priority.BUILTIN if 'all' in args else REAL if real and not smoke else
-                  LOW if 'low' in args else STRATEGIES)
-  c.seeds = (0,) if smoke else (0, 1, 2, 3, 4)
+  c.strategies = (priority.BUILTIN if 'all' in args else CONFIRM if 'confirm' in args else
+                  REAL if real and not smoke else LOW if 'low' in args else STRATEGIES)
+  c.seeds = (0,) if smoke else CONFIRM_SEEDS if 'confirm' in args else (0, 1, 2, 3, 4)
   c.reference = True  # also fine-tune on every label of the pool
   # A folder of seed records made elsewhere (another machine, or the ones
   # docs/records/<section>/ ships): runs recorded there with the same config

@@ -203,11 +203,12 @@ class Experiment:
     return stats, reference, (pool_seconds, reference_seconds)
 
   def label_stats(self, state, ids: np.ndarray, labelled: LabelledSet) -> dict[str, np.ndarray]:
-    """``label_iou``, ``label_iou_at_pick`` and ``label_pred_iou_at_pick``
-    (tile_stats.py) per pool tile: the current and the picking model's true
-    IoU, and the head's prediction at pick, on the labelled tiles the U-Net
-    trained on; -1 elsewhere (and where a ledger written before the
-    prediction was recorded lacks it)."""
+    """``label_iou``, ``label_iou_at_pick``, ``label_pred_iou_at_pick`` and
+    ``label_fg_fraction`` (tile_stats.py) per pool tile: the current and the
+    picking model's true IoU, the head's prediction at pick and the mask's
+    building fraction, on the labelled tiles the U-Net trained on; -1
+    elsewhere (and where a ledger written before the prediction was
+    recorded lacks it)."""
     out = {name: np.full(len(ids), -1.0, np.float32) for name in tile_stats.LABEL_STATS}
     fit = labelled.fitting()
     fit = fit.where(~np.isnan(fit.iou_at_pick))
@@ -218,6 +219,8 @@ class Experiment:
       out['label_iou'][rows] = self.scorer.true_iou(state.params, arrays['image'], arrays['mask'])
       out['label_iou_at_pick'][rows] = fit.iou_at_pick
       out['label_pred_iou_at_pick'][rows] = np.nan_to_num(fit.pred_iou_at_pick, nan=-1.0)
+      masks = np.asarray(arrays['mask'])
+      out['label_fg_fraction'][rows] = (masks > 0).reshape(len(masks), -1).mean(1)
     return out
 
   def strata(self, ids: np.ndarray) -> np.ndarray:

@@ -25,9 +25,11 @@ The statistics, for a tile with predicted building probabilities p:
 * ``label_iou_at_pick``: for the same tiles, the true IoU of the model that
   picked it (the ledger's ``iou_at_pick``; -1 for every other tile);
 * ``label_pred_iou_at_pick``: for the same tiles, the IoU head's prediction
-  when it was picked (the ledger's ``pred_iou_at_pick``; -1 elsewhere).
+  when it was picked (the ledger's ``pred_iou_at_pick``; -1 elsewhere);
+* ``label_fg_fraction``: for the same tiles, the fraction of building
+  pixels in their mask (-1 elsewhere).
 
-The last four come from the pool's records and the ledger (experiment.py), not
+The last five come from the pool's records and the ledger (experiment.py), not
 from the network alone, and are not computed here.
 """
 
@@ -47,7 +49,7 @@ from priojax.models.networks import Networks
 SCALARS = ('pred_iou', 'pred_loss', 'entropy', 'fg_fraction', 'embedding', 'badge')
 MAP_STATS = tuple(f'{m}/{a}' for m in uncertainty.MAPS for a in uncertainty.AGGREGATIONS)
 MC_STATS = tuple(f'{m}/{a}' for m in uncertainty.MC_MAPS for a in uncertainty.AGGREGATIONS)
-LABEL_STATS = ('label_iou', 'label_iou_at_pick', 'label_pred_iou_at_pick')
+LABEL_STATS = ('label_iou', 'label_iou_at_pick', 'label_pred_iou_at_pick', 'label_fg_fraction')
 META = ('stratum',) + LABEL_STATS
 ALL = SCALARS + MAP_STATS + MC_STATS + META
 # What every round records about its picks (their predicted IoU), whatever

@@ -147,10 +147,10 @@ def test_one_stuck_label_per_subpopulation_steers_iou_gain_off_the_whole_subpopu
   assert not set(picks.tolist()) & set(stats.ids[:25].tolist())
 
 
-def numpy_typical_gain(stats, ctx):
-  """s_i and the picks in float64: clusters from the library's k-means (as
-  TypiClust's), typicality among each cluster's unlabelled tiles, the
-  expected gain from the NumPy iou_gain."""
+def numpy_clusters_and_typicality(stats, ctx):
+  """TypiClust's |L| + k clusters (the library's k-means) and each
+  unlabelled tile's typicality relative to its cluster's most typical
+  unlabelled tile, in float64 (0 for labelled tiles)."""
   selectable = np.asarray(ctx.selectable)
   n_clusters = min(len(stats), (~selectable).sum() + ctx.k)
   assign = np.asarray(typicality.kmeans(stats.embedding, stats.ids, ctx.rng, clusters=n_clusters))
@@ -166,6 +166,15 @@ def numpy_typical_gain(stats, ctx):
     k = min(20, max(1, len(members) // 2))
     typ = 1 / (np.sort(d, 1)[:, :k].mean(1) + 1e-5)
     relative[members] = typ / typ.max()
+  return assign, relative
+
+
+def numpy_typical_gain(stats, ctx):
+  """s_i and the picks in float64: clusters from the library's k-means (as
+  TypiClust's), typicality among each cluster's unlabelled tiles, the
+  expected gain from the NumPy iou_gain."""
+  selectable = np.asarray(ctx.selectable)
+  assign, relative = numpy_clusters_and_typicality(stats, ctx)
   score = numpy_iou_gain(stats, ~selectable, ctx) * relative
   best = {}
   for i in np.flatnonzero(selectable):

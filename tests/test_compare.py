@@ -372,3 +372,15 @@ def test_the_geotiff_argument_compares_on_the_users_scenes_with_the_real_recipe(
   assert not compare_config.get_config('real').shared_source  # the benchmark: a source model per seed
   with pytest.raises(ValueError, match='exclude each other'):
     compare_config.get_config('geotiff,real')
+
+
+def test_the_confirm_argument_runs_the_new_formula_against_the_anchors_on_fresh_seeds():
+  from configs import compare as compare_config
+
+  for args, schedule in (('confirm', ''), ('low,confirm', 'low'), ('real,confirm', 'real')):
+    config = compare_config.get_config(args)
+    assert config.strategies == compare_config.CONFIRM and config.seeds == (10, 11, 12, 13, 14)
+    plain = compare_config.get_config(schedule or None)
+    assert config.base.to_dict() == plain.base.to_dict()  # the same budget schedule and recipe
+    assert not set(config.seeds) & set(range(10))  # no seed an earlier comparison ran
+  assert set(compare_config.CONFIRM) <= set(priority.BUILTIN)

@@ -11,6 +11,7 @@ import pytest
 from priojax import ledger, loop, rngs
 from priojax.data import loading
 from priojax.checkpoints import RoundCheckpoints
+from priojax.experiment import Experiment
 from priojax.errors import DataError, WorkdirError
 from priojax.train import Trainer
 
@@ -65,6 +66,15 @@ def test_calibration_labels_never_reach_unet_training(tmp_path, smoke_config, mo
     return real(self, state, target, source, **kwargs)
 
   monkeypatch.setattr(Trainer, 'fine_tune', spy)
+  label_stats = []
+  real_stats = Experiment.label_stats
+
+  def stats_spy(self, state, ids, labelled):
+    out = real_stats(self, state, ids, labelled)
+    label_stats.append((np.asarray(ids), labelled, out))
+    return out
+
+  monkeypatch.setattr(Experiment, 'label_stats', stats_spy)
   loop.run(config, str(tmp_path / 'w'))
   ckpts = RoundCheckpoints(tmp_path / 'w' / 'checkpoints', read_only=True)
   labelled = ledger.from_json(ckpts.read_meta(2)['ledger'])
@@ -92,6 +102,17 @@ def test_calibration_labels_never_reach_unet_training(tmp_path, smoke_config, mo
   assert metrics[1]['select/head_pairs'] == 0 and metrics[1]['select/gain_phase'] == 0
   # Round 2 tests the head on round 1's fitting labels (calibration ones have no label_iou).
   assert metrics[2]['select/head_pairs'] == len(fit) - len([i for i in fit if labelled[i].round == 2])
+  # Round 2's label statistics: the building fraction of each fitting
+  # tile's mask (what typical_error_mass reads), -1 for every other tile.
+  ids, known, out = label_stats[-1]
+  fitting = known.fitting()
+  assert len(fitting) and len(fitting) < len(known)
+  rows = np.searchsorted(ids, fitting.ids, sorter=np.argsort(ids))
+  rows = np.argsort(ids)[rows]
+  np.testing.assert_allclose(out['label_fg_fraction'][rows], (fitting.masks > 0).mean((1, 2)), rtol=1e-6)
+  others = np.ones(len(ids), bool)
+  others[rows] = False
+  assert (out['label_fg_fraction'][others] == -1).all()
 
 
 @pytest.mark.slow

@@ -35,7 +35,8 @@ def pools(draw):
   # The labelled tiles' true IoU now and when picked (-1 for the others).
   stats = stats.replace(label_iou=np.where(labelled, col(), -1.0).astype(np.float32),
                         label_iou_at_pick=np.where(labelled, col(), -1.0).astype(np.float32),
-                        label_pred_iou_at_pick=np.where(labelled, col(), -1.0).astype(np.float32))
+                        label_pred_iou_at_pick=np.where(labelled, col(), -1.0).astype(np.float32),
+                        label_fg_fraction=np.where(labelled, col(), -1.0).astype(np.float32))
   history = np.stack([col() for _ in range(draw(st.integers(0, 2)))] or [np.zeros((0, n), np.float32)])
   k = draw(st.integers(0, int((~labelled).sum())))
   perm = np.asarray(draw(st.permutations(range(n))))

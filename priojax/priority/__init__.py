@@ -4,6 +4,7 @@ Importing this package registers the built-in formulas.
 """
 
 from priojax.priority import budget as _budget  # noqa: F401  (registers)
+from priojax.priority import error_mass as _error_mass  # noqa: F401  (registers)
 from priojax.priority import formulas as _formulas  # noqa: F401  (registers)
 from priojax.priority import learnability as _learnability  # noqa: F401  (registers)
 from priojax.priority.registry import (ACQUISITIONS, DEFAULT_HPARAMS, REFERENCE, Formula, Picks,

@@ -79,7 +79,9 @@ def head_calibration(stats) -> tuple[float, float, int]:
   return rho, spearman_lower_bound(rho, n), n
 
 
-def _calibration_info(stats) -> dict[str, float]:
+def calibration_info(stats) -> dict[str, float]:
+  """What a budget-aware round records: ρ, its lower bound, n and the
+  phase (1 once the head is trusted)."""
   rho, lower, n = head_calibration(stats)
   return {'head_rho_at_pick': rho, 'head_rho_lower': lower, 'head_pairs': float(n),
           'gain_phase': float(lower > 0.0)}
@@ -92,7 +94,7 @@ def typiclust_then_gain_priority(stats, ctx: SelectionContext):
   (Spearman ρ's Fisher interval, module docstring); from then on
   ``iou_gain``, p_i = (1 - IoU_hat_i) · ℓ̂_i. The round's metrics record
   ρ, its lower bound, n and the phase (``select/gain_phase``)."""
-  info = _calibration_info(stats)
+  info = calibration_info(stats)
   if info['gain_phase']:
     return dataclasses.replace(_IOU_GAIN(stats, ctx), info=info)
   positions, priorities = typicality.typiclust(stats.embedding, stats.ids, ctx.selectable, ctx.rng, ctx.k)
