@@ -44,8 +44,9 @@ at pick and the true IoU at pick), the round takes TypiClust's picks from
 the same clusters; round 1 always does.
 
 No constant is tuned: the pseudo-count 1, σ and ℓ̂ are ``iou_gain``'s,
-the clusters and τ are TypiClust's, the switch is ``typiclust_then_gain``'s. The formula was written, and fixed,
-before the comparisons that judge it (seeds 10-14; docs/results.md).
+the clusters and τ are TypiClust's, the switch is ``typiclust_then_gain``'s.
+The formula was written, and fixed, before the comparisons that judge it
+(seeds 10-14; docs/results.md).
 """
 
 from __future__ import annotations
