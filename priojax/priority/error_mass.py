@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from priojax.priority import diversity, learnability, typicality
+from priojax.priority import learnability, typicality
 from priojax.priority.budget import GAIN_READS, TIE_RTOL, calibration_info
 from priojax.priority.registry import Picks, SelectionContext, register_picker
 
@@ -73,11 +73,7 @@ def true_fraction(stats, ctx: SelectionContext) -> np.ndarray:
   if not known.any():
     return predicted
   sigma = typicality.kernel_width(stats.embedding, stats.ids)
-  pad = -int(known.sum()) % diversity.CHUNK  # one compile as the labelled set grows
-  centres = np.pad(np.asarray(stats.embedding, np.float32)[known], ((0, pad), (0, 0)))
-  values = np.pad(true[known], (0, pad), constant_values=-1.0)
-  return learnability.kernel_regression(stats.embedding, centres, values, sigma, predicted,
-                                        learnability.PRIOR_WEIGHT)
+  return learnability.labelled_regression(stats.embedding, known, true[known], sigma, predicted)
 
 
 def error_mass(stats, ctx: SelectionContext) -> np.ndarray:

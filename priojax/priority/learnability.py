@@ -118,12 +118,18 @@ def learnability(stats, ctx: SelectionContext) -> np.ndarray:
   ell = learnable_fraction(now[known], at_pick[known])
   clusters, n_clusters = learnability_clusters(stats, ctx)
   prior = cluster_learnability(ell, clusters[known], n_clusters)[clusters]
-  # Padded on the host to a fixed multiple, so that one compiled function
-  # serves every round (the labelled set grows each round).
-  pad = -len(ell) % diversity.CHUNK
-  centres = np.pad(np.asarray(stats.embedding, np.float32)[known], ((0, pad), (0, 0)))
-  ell = np.pad(ell, (0, pad), constant_values=-1.0)
-  return kernel_regression(stats.embedding, centres, ell, sigma, prior, PRIOR_WEIGHT)
+  return labelled_regression(stats.embedding, known, ell, sigma, prior)
+
+
+def labelled_regression(embedding, known, values, sigma, prior) -> np.ndarray:
+  """kernel_regression of ``values`` (one per ``known`` row) over the
+  ``known`` rows' embeddings, shrunk with weight PRIOR_WEIGHT to ``prior``.
+  The centres are padded on the host to a fixed multiple, so that one
+  compiled function serves every round (the labelled set grows each round)."""
+  pad = -int(np.sum(known)) % diversity.CHUNK
+  centres = np.pad(np.asarray(embedding, np.float32)[known], ((0, pad), (0, 0)))
+  values = np.pad(np.asarray(values, np.float64), (0, pad), constant_values=-1.0)
+  return kernel_regression(embedding, centres, values, sigma, prior, PRIOR_WEIGHT)
 
 
 @register('iou_gain', reads=('pred_iou', 'embedding', 'label_iou', 'label_iou_at_pick'))
