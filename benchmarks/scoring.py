@@ -176,6 +176,18 @@ def bench_family(family: str, mesh, torch, pool: TileSource, images: np.ndarray)
   return row
 
 
+def tfds_pool(size: int, tile_size: int, data_dir: str) -> TileSource:
+  """The ``crisis_bench`` target pool of ``size`` tiles, built on first use.
+
+  stdout is the benchmark's result (``--results_section`` copies it into
+  docs/benchmarks.md), so TFDS's notice of a first build goes to stderr.
+  """
+  bcfg = builders.make_builder_config(tile_size=tile_size, seed=0, num_source_train=1, num_source_val=1,
+                                      num_target_pool=size, num_target_test=1)
+  with contextlib.redirect_stdout(sys.stderr):
+    return TileSource(builders.load_crisis_bench(bcfg, data_dir)['target_pool'], 'target_pool')
+
+
 def rss_of_one_pool(n: int) -> None:
   """Scores a pool of ``n`` tiles made on read and prints this process's peak RSS."""
   mesh = mesh_lib.make_mesh()
@@ -216,10 +228,7 @@ def main(argv):
   print(timing.machine_line())
   if torch is not None:
     print(f'torch {torch.__version__}, {torch.get_num_threads()} intra-op threads')
-  bcfg = builders.make_builder_config(tile_size=_TILE.value, seed=0, num_source_train=1, num_source_val=1,
-                                      num_target_pool=pool_size, num_target_test=1)
-  with contextlib.redirect_stdout(sys.stderr):  # TFDS announces a first build on stdout; not a figure of the run
-    pool = TileSource(builders.load_crisis_bench(bcfg, _DATA_DIR.value)['target_pool'], 'target_pool')
+  pool = tfds_pool(pool_size, _TILE.value, _DATA_DIR.value)
   images = pool.read(np.arange(min(len(pool), _BATCH.value)))['image']
   print(f'{describe(_ENCODER.value, _DEPTH.value)}, width {_WIDTH.value}, {_TILE.value} px tiles, TFDS pool of '
         f'{len(pool)}, batch {_BATCH.value}, {mesh.devices.size} XLA device(s), MC passes {_MC.value}'
