@@ -57,7 +57,7 @@ from priojax import config_defaults
 
 def get_config(arg=None):
   config = config_defaults.get_config('smoke,geotiff')
-  config.priority.name = 'typical_gain'  # as configs/iou_priority.py
+  config.priority.name = 'typical_error_mass'  # as configs/iou_priority.py
   config.rounds.update(k=3, num_rounds=2)
   return config
 """
