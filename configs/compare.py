@@ -4,6 +4,7 @@
     python -m experiments.compare --config=configs/compare.py:low --workdir=runs/compare_low
     python -m experiments.compare --config=configs/compare.py:real --workdir=runs/compare_real
     python -m experiments.compare --config=configs/compare.py:confirm --workdir=runs/confirm
+    python -m experiments.compare --config=configs/compare.py:headroom --workdir=runs/confirm
     python -m experiments.compare --config=configs/compare.py:geotiff --workdir=runs/compare_palu \
         --config.base.data.manifest=my_crisis.yaml
     python -m experiments.compare --config=configs/compare.py:smoke --workdir=/tmp/compare
@@ -19,8 +20,11 @@ need labels, which play the annotators), ``low`` (the low-budget schedule:
 10 labels a round instead of 20, ten strategies), ``all`` (every built-in
 strategy), ``confirm`` (with any of the others: ``typical_error_mass``,
 random, the two anchors and ``typical_gain`` on the fresh seeds 10-14),
+``headroom`` (the same, and the two oracle ceilings, priority/oracle_ceiling.py:
+the IoU formulas with a perfect IoU head; in the ``confirm`` workdir only
+the ceilings run),
 ``smoke`` (seconds). ``--results_section=synthetic|synthetic_low|real``
-(and ``<those>_confirm``) regenerates the block of docs/results.md and the
+(and ``<those>_confirm``, ``<those>_headroom``) regenerates the block of docs/results.md and the
 README's short table (experiments/compare.py).
 
 All strategies of a seed share its pretrained source model and the same
@@ -57,14 +61,17 @@ REAL = ('random', 'fg_random', 'typiclust', 'iou', 'iou_gain', 'iou_gain+power')
 # job's typical_gain, on seeds no run had used.
 CONFIRM = ('random', 'fg_random', 'typiclust', 'typical_gain', 'typical_error_mass')
 CONFIRM_SEEDS = (10, 11, 12, 13, 14)
+# How far a perfect IoU head would take the IoU formulas (``headroom``): the
+# confirmation's strategies and the two oracle ceilings, on its seeds.
+HEADROOM = CONFIRM + ('oracle_error', 'oracle_error_mass')
 
 
 def get_config(arg=None):
   args = set(filter(None, (arg or '').split(',')))
-  unknown = args - {'smoke', 'real', 'geotiff', 'low', 'all', 'confirm'}
+  unknown = args - {'smoke', 'real', 'geotiff', 'low', 'all', 'confirm', 'headroom'}
   if unknown:
     raise ValueError(f'unknown config arguments {sorted(unknown)}; expected "smoke", "real", "geotiff", '
-                     '"low", "all" or "confirm"')
+                     '"low", "all", "confirm" or "headroom"')
   smoke = 'smoke' in args
   real = bool(args & {'real', 'geotiff'})  # real imagery: the benchmark's, or the user's scenes
   base = config_defaults.get_config(','.join(a for a in ('smoke', 'real', 'geotiff') if a in args) or None)
@@ -83,9 +90,11 @@ def get_config(arg=None):
   base.priority.update(mc_passes=6 if not smoke else 2)
   c = ml_collections.ConfigDict()
   c.base = base
-  c.strategies = (priority.BUILTIN if 'all' in args else CONFIRM if 'confirm' in args else
-                  REAL if real and not smoke else LOW if 'low' in args else STRATEGIES)
-  c.seeds = (0,) if smoke else CONFIRM_SEEDS if 'confirm' in args else (0, 1, 2, 3, 4)
+  fresh = bool(args & {'confirm', 'headroom'})
+  c.strategies = (priority.BUILTIN if 'all' in args else HEADROOM if 'headroom' in args else
+                  CONFIRM if 'confirm' in args else REAL if real and not smoke else
+                  LOW if 'low' in args else STRATEGIES)
+  c.seeds = (0,) if smoke else CONFIRM_SEEDS if fresh else (0, 1, 2, 3, 4)
   c.reference = True  # also fine-tune on every label of the pool
   # A folder of seed records made elsewhere (another machine, or the ones
   # docs/records/<section>/ ships): runs recorded there with the same config

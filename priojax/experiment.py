@@ -19,7 +19,7 @@ from priojax.checkpoints import RoundCheckpoints
 from priojax.config_checks import check_budget
 from priojax.data import synthetic
 from priojax.data.loading import data_name, load_data
-from priojax.errors import WorkdirError
+from priojax.errors import ConfigError, WorkdirError
 from priojax.geo import export
 from priojax.geo.annotations import HumanOracle
 from priojax.labelled_set import LabelledSet
@@ -76,6 +76,11 @@ class Experiment:
         config.head.rank_weight, config.head.rank_margin, config.head.loss_rank_margin),
                            encoder_lr_scale=config.model.encoder_lr_scale)
     self.oracle = self._make_oracle()
+    oracle_reads = sorted(set(tile_stats.ORACLE_STATS) & set(self.scorer.stat_names))
+    if oracle_reads and not isinstance(self.oracle, BenchmarkOracle):
+      raise ConfigError(f'config.priority.name={self.formula.name!r} reads {", ".join(oracle_reads)}, every '
+                        "pool tile's true IoU from hidden masks; this pool's labels come from annotators, so "
+                        'there are none: expected a benchmark pool (every chip labelled) or another formula')
     self.source_train = self.data['source_train']  # read as the steps need it
     self.ckpts = RoundCheckpoints(workdir.checkpoints, commits_rounds=True)
     self.writer = MetricsWriter(workdir, enabled=distributed.is_main())
@@ -193,6 +198,8 @@ class Experiment:
       stats = stats.replace(stratum=self.strata(stats.ids))
     if set(tile_stats.LABEL_STATS) & set(self.scorer.stat_names):
       stats = stats.replace(**self.label_stats(state, stats.ids, labelled))
+    if set(tile_stats.ORACLE_STATS) & set(self.scorer.stat_names):
+      stats = stats.replace(**self.oracle_stats(state, stats.ids))
     reference = np.zeros((0, 0), np.float32)
     if self.formula.needs_reference:
       n_ref = min(cfg.priority.source_reference, len(self.data['source_train']))
@@ -222,6 +229,18 @@ class Experiment:
       masks = np.asarray(arrays['mask'])
       out['label_fg_fraction'][rows] = (masks > 0).reshape(len(masks), -1).mean(1)
     return out
+
+  def oracle_stats(self, state, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """``oracle_iou`` and ``oracle_fg_fraction`` (tile_stats.py) per pool
+    tile: its true IoU under the current model and its mask's building
+    fraction, from the benchmark pool's hidden masks (a second pass over
+    the pool, which the oracle ceilings alone pay for)."""
+    tiles = self.scorer.evaluate_tiles(state.params, self.data['target_pool'])
+    order = np.argsort(tiles['id'])
+    rows = order[np.searchsorted(tiles['id'], ids, sorter=order)]
+    pixels = float(self.config.data.tile_size) ** 2
+    return {'oracle_iou': tiles['true_iou'][rows].astype(np.float32),
+            'oracle_fg_fraction': (tiles['true_area'][rows] / pixels).astype(np.float32)}
 
   def strata(self, ids: np.ndarray) -> np.ndarray:
     """Each pool tile's stratum as an integer: its sub-population on the

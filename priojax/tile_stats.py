@@ -27,10 +27,18 @@ The statistics, for a tile with predicted building probabilities p:
 * ``label_pred_iou_at_pick``: for the same tiles, the IoU head's prediction
   when it was picked (the ledger's ``pred_iou_at_pick``; -1 elsewhere);
 * ``label_fg_fraction``: for the same tiles, the fraction of building
-  pixels in their mask (-1 elsewhere).
+  pixels in their mask (-1 elsewhere);
+* ``oracle_iou``, ``oracle_fg_fraction`` (benchmarks only): every pool
+  tile's true IoU under the current model (what ``pred_iou`` estimates) and
+  its mask's building fraction, from the pool's hidden masks. They exist
+  for the oracle ceilings (priority/oracle_ceiling.py), which measure how
+  far a perfect IoU head could take a formula; a pool whose labels come
+  from annotators has no hidden masks, and a run that asks for them there
+  stops with one error.
 
-The last five come from the pool's records and the ledger (experiment.py), not
-from the network alone, and are not computed here.
+The last seven come from the pool's records, its hidden masks and the
+ledger (experiment.py), not from the network alone, and are not computed
+here.
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ SCALARS = ('pred_iou', 'pred_loss', 'entropy', 'fg_fraction', 'embedding', 'badg
 MAP_STATS = tuple(f'{m}/{a}' for m in uncertainty.MAPS for a in uncertainty.AGGREGATIONS)
 MC_STATS = tuple(f'{m}/{a}' for m in uncertainty.MC_MAPS for a in uncertainty.AGGREGATIONS)
 LABEL_STATS = ('label_iou', 'label_iou_at_pick', 'label_pred_iou_at_pick', 'label_fg_fraction')
-META = ('stratum',) + LABEL_STATS
+ORACLE_STATS = ('oracle_iou', 'oracle_fg_fraction')
+META = ('stratum',) + LABEL_STATS + ORACLE_STATS
 ALL = SCALARS + MAP_STATS + MC_STATS + META
 # What every round records about its picks (their predicted IoU), whatever
 # the formula reads.

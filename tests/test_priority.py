@@ -48,7 +48,7 @@ def test_registry_lists_builtins():
   # The one place the list is written out: losing a strategy must fail here.
   assert ALL == ('badge', 'bald', 'coreset', 'entropy', 'fg_random', 'iou', 'iou_density', 'iou_diversity',
                  'iou_gain', 'iou_trend', 'learning_loss', 'least_confidence', 'margin', 'maxherding',
-                 'mc_variance', 'random', 'stratified_random', 'typical_error_mass', 'typical_gain', 'typiclust',
+                 'mc_variance', 'oracle_error', 'oracle_error_mass', 'random', 'stratified_random', 'typical_error_mass', 'typical_gain', 'typiclust',
                  'typiclust_then_gain')
   assert set(ALL) <= set(priority.names())
 

@@ -36,7 +36,8 @@ def pools(draw):
   stats = stats.replace(label_iou=np.where(labelled, col(), -1.0).astype(np.float32),
                         label_iou_at_pick=np.where(labelled, col(), -1.0).astype(np.float32),
                         label_pred_iou_at_pick=np.where(labelled, col(), -1.0).astype(np.float32),
-                        label_fg_fraction=np.where(labelled, col(), -1.0).astype(np.float32))
+                        label_fg_fraction=np.where(labelled, col(), -1.0).astype(np.float32),
+                        oracle_iou=col(), oracle_fg_fraction=col())  # a benchmark's hidden truth
   history = np.stack([col() for _ in range(draw(st.integers(0, 2)))] or [np.zeros((0, n), np.float32)])
   k = draw(st.integers(0, int((~labelled).sum())))
   perm = np.asarray(draw(st.permutations(range(n))))

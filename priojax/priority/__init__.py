@@ -7,6 +7,7 @@ from priojax.priority import budget as _budget  # noqa: F401  (registers)
 from priojax.priority import error_mass as _error_mass  # noqa: F401  (registers)
 from priojax.priority import formulas as _formulas  # noqa: F401  (registers)
 from priojax.priority import learnability as _learnability  # noqa: F401  (registers)
+from priojax.priority import oracle_ceiling as _oracle_ceiling  # noqa: F401  (registers)
 from priojax.priority.registry import (ACQUISITIONS, DEFAULT_HPARAMS, REFERENCE, Formula, Picks,
                                        SelectionContext, get, names, register, register_picker)
 

@@ -51,6 +51,8 @@ The formula was written, and fixed, before the comparisons that judge it
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from priojax.priority import learnability, typicality
@@ -76,11 +78,13 @@ def true_fraction(stats, ctx: SelectionContext) -> np.ndarray:
   return learnability.labelled_regression(stats.embedding, known, true[known], sigma, predicted)
 
 
-def error_mass(stats, ctx: SelectionContext) -> np.ndarray:
+def error_mass(stats, ctx: SelectionContext, true: np.ndarray | None = None) -> np.ndarray:
   """m_i = (1 - q_i) · ℓ̂_i · U_i: the tile's learnable error pixels, as a
-  fraction of the tile."""
+  fraction of the tile; ``true`` the building fractions T_i where they are
+  known for every tile (the oracle ceiling), else T̂_i."""
   predicted = np.clip(np.asarray(stats.fg_fraction, np.float64), 0.0, 1.0)
-  union = expected_union(stats.pred_iou, predicted, true_fraction(stats, ctx))
+  true = true_fraction(stats, ctx) if true is None else np.asarray(true, np.float64)
+  union = expected_union(stats.pred_iou, predicted, true)
   return learnability.iou_gain_priority(stats, ctx) * union
 
 
@@ -102,6 +106,12 @@ def typical_error_mass_priority(stats, ctx: SelectionContext):
   target (``typiclust_then_gain``'s rule; never in round 1), TypiClust's
   picks from the same clusters, with their typicality as priority. The
   round's metrics record the rule's ρ, bound, n and phase."""
+  return typical_mass_picks(stats, ctx, error_mass)
+
+
+def typical_mass_picks(stats, ctx: SelectionContext, mass_of: Callable[[Any, SelectionContext], np.ndarray]):
+  """``typical_error_mass``'s picks for a given per-tile mass m_i =
+  ``mass_of(stats, ctx)`` (computed only once the head is trusted)."""
   x = np.asarray(stats.embedding, np.float32)
   ids = np.asarray(stats.ids)
   selectable = np.asarray(ctx.selectable, bool)
@@ -111,7 +121,7 @@ def typical_error_mass_priority(stats, ctx: SelectionContext):
   if not info['gain_phase']:
     positions, priorities = typicality.typiclust_picks(x, ids, selectable, assign, ctx.k)
     return Picks(positions, priorities, info=info)
-  mass = np.where(selectable, error_mass(stats, ctx), 0.0)
+  mass = np.where(selectable, mass_of(stats, ctx), 0.0)
   relative = typicality.relative_typicality(x, ids, selectable, assign)
   score = mass * relative
   clusters = np.unique(assign[selectable])
