@@ -64,13 +64,15 @@ def numpy_true_fraction(stats, labelled):
   return (w @ stats.label_fg_fraction[labelled].astype(np.float64) + p) / (w.sum(1) + 1.0)
 
 
-def numpy_typical_error_mass(stats, ctx):
+def numpy_typical_error_mass(stats, ctx, true=None):
   """The picks and each tile's mass, in float64, written out from the
-  module docstring's equations."""
+  module docstring's equations; ``true`` the building fractions when every
+  tile's is known (the oracle ceiling), else T̂."""
   selectable = np.asarray(ctx.selectable)
   labelled = ~selectable
   p = stats.fg_fraction.astype(np.float64)
-  true = numpy_true_fraction(stats, labelled) if labelled.any() else p
+  if true is None:
+    true = numpy_true_fraction(stats, labelled) if labelled.any() else p
   union = (p + true) / (1 + stats.pred_iou.astype(np.float64))
   mass = np.where(selectable, numpy_iou_gain(stats, labelled, ctx) * union, 0.0)
   assign, relative = numpy_clusters_and_typicality(stats, ctx)
