@@ -40,8 +40,8 @@ def synthetic_stats(n: int, dim: int, seed: int = 0) -> PoolStats:
              'stratum': rng.integers(0, 8, n)}
   for name in tile_stats.LABEL_STATS:  # -1: not labelled (selection_contexts labels some)
     columns[name] = np.full(n, -1.0, np.float32)
-  for name in tile_stats.MAP_STATS + tile_stats.MC_STATS:
-    columns[name] = uniform(n)
+  for name in tile_stats.MAP_STATS + tile_stats.MC_STATS + tile_stats.ORACLE_STATS:
+    columns[name] = uniform(n)  # ORACLE_STATS: a benchmark's hidden truth, for the oracle ceilings
   return PoolStats(ids, **columns)
 
 
