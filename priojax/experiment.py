@@ -235,12 +235,11 @@ class Experiment:
     tile: its true IoU under the current model and its mask's building
     fraction, from the benchmark pool's hidden masks (a second pass over
     the pool, which the oracle ceilings alone pay for)."""
-    tiles = self.scorer.evaluate_tiles(state.params, self.data['target_pool'])
-    order = np.argsort(tiles['id'])
-    rows = order[np.searchsorted(tiles['id'], ids, sorter=order)]
+    pool = self.data['target_pool']
+    tiles = self.scorer.evaluate_tiles(state.params, pool, pool.positions_of(ids))  # in the order of ids
     pixels = float(self.config.data.tile_size) ** 2
-    return {'oracle_iou': tiles['true_iou'][rows].astype(np.float32),
-            'oracle_fg_fraction': (tiles['true_area'][rows] / pixels).astype(np.float32)}
+    return {'oracle_iou': tiles['true_iou'].astype(np.float32),
+            'oracle_fg_fraction': (tiles['true_area'] / pixels).astype(np.float32)}
 
   def strata(self, ids: np.ndarray) -> np.ndarray:
     """Each pool tile's stratum as an integer: its sub-population on the
